@@ -1,0 +1,61 @@
+"""/healthz: is the database reachable, the broker reachable, and at least one worker alive?"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from saas.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+
+def _database() -> str | None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return None
+    except Exception as exc:
+        return f"database unreachable: {exc.__class__.__name__}"
+
+
+def _broker() -> str | None:
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+        return None
+    except Exception as exc:
+        return f"broker unreachable: {exc.__class__.__name__}"
+
+
+def _worker() -> str | None:
+    from inference.selectors import workers_alive
+
+    try:
+        if workers_alive().exists():
+            return None
+        return "no worker has sent a heartbeat recently"
+    except Exception as exc:
+        return f"cannot read worker heartbeats: {exc.__class__.__name__}"
+
+
+CHECKS = {"database": _database, "broker": _broker, "worker": _worker}
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    checks = {}
+    down = []
+    for part, check in CHECKS.items():
+        problem = check()
+        checks[part] = {"ok": problem is None, **({"error": problem} if problem else {})}
+        if problem:
+            down.append(part)
+            logger.warning("healthz: %s", problem)
+    body = {"status": "down" if down else "ok", "down": down, "checks": checks}
+    return JsonResponse(body, status=503 if down else 200)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls in the same tests are
+# still plain synchronous code.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+_embedded = None
+
+
+def pytest_configure(config) -> None:
+    """Without REDIS_URL the suite starts its own Redis, as `make run` does."""
+    global _embedded
+    from django.conf import settings
+
+    if settings.REDIS_EMBEDDED:
+        from saas.embedded import EmbeddedRedis
+
+        _embedded = EmbeddedRedis(port=settings.EMBEDDED_REDIS_PORT)
+        _embedded.start()
+    # Stale broker messages or rate-limit counters from an earlier run must not leak in.
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+def pytest_unconfigure(config) -> None:
+    if _embedded is not None:
+        _embedded.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """allauth's rate-limit counters live in Redis; each test starts with none."""
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter(match="inkwell:*"):
+        client.delete(key)
+    yield
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, artifacts_dir):
+    """A real Celery worker process on the configured broker and the test database."""
+    from saas.tasks import ping
+    from tests.support import start_worker, wait_until
+
+    with django_db_blocker.unblock():
+        worker = start_worker(artifacts_dir / "logs")
+    try:
+        wait_until(
+            lambda: ping.apply_async(expires=5).get(timeout=2) == "pong",
+            timeout=60,
+            what="celery worker",
+            process=worker.process,
+        )
+    except Exception:
+        worker.stop()
+        raise RuntimeError("the Celery worker did not start:\n" + worker.log()[-3000:]) from None
+    yield worker
+    worker.stop()
+
+
+class WebServer:
+    def __init__(self, url: str, mail_dir: Path, process):
+        self.url = url
+        self.mail_dir = mail_dir
+        self.process = process
+
+    def mails(self) -> list[str]:
+        """Every message the server has sent, oldest first, as raw text."""
+        files = sorted(self.mail_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
+        return [f.read_text() for f in files]
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup, django_db_blocker, artifacts_dir, tmp_path_factory):
+    """The real ASGI server (uvicorn) on the test database; mail goes to files the test reads."""
+    import urllib.request
+
+    from tests.support import free_port, start_web, wait_until
+
+    mail_dir = tmp_path_factory.mktemp("mail")
+    port = free_port()
+    with django_db_blocker.unblock():
+        web = start_web(artifacts_dir / "logs", port, EMAIL_URL=f"filemail://{mail_dir}")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(url + "/", timeout=2).status == 200,  # noqa: S310
+            timeout=60,
+            what="web server",
+            process=web.process,
+        )
+    except Exception:
+        web.stop()
+        raise RuntimeError("the web server did not start:\n" + web.log()[-3000:]) from None
+    yield WebServer(url, mail_dir, web)
+    web.stop()
