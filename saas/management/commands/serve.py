@@ -18,8 +18,12 @@ from django.core.management.base import BaseCommand, CommandError
 from saas.celery import ALL_QUEUES
 from saas.embedded import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 
+
 def web_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "saas.asgi:application", "--host", host, "--port", str(port), "--lifespan", "off"]
+    return [
+        sys.executable, "-m", "uvicorn", "saas.asgi:application",
+        "--host", host, "--port", str(port), "--lifespan", "off",
+    ]  # fmt: skip
 
 
 def worker_command(concurrency: int) -> list[str]:
