@@ -53,7 +53,6 @@ SERVE_HOST = env.str("HOST", default="127.0.0.1")
 SERVE_PORT = env.int("PORT", default=8000)
 WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=4)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
