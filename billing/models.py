@@ -1,1 +1,132 @@
 from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class QueuePriority(models.TextChoices):
+    HIGH = "gen.high", "High"
+    NORMAL = "gen.normal", "Normal"
+    LOW = "gen.low", "Low"
+
+
+class Plan(models.Model):
+    """A subscription tier. Plans are data: limits are read through billing.selectors.entitlements_for."""
+
+    name = models.CharField(max_length=80)
+    slug = models.SlugField(max_length=40, unique=True)
+    price_cents = models.PositiveIntegerField(default=0, help_text="Monthly price shown to customers, in cents.")
+    currency = models.CharField(max_length=3, default="usd")
+    stripe_price_id = models.CharField(max_length=255, blank=True, help_text="Blank for a free plan.")
+    monthly_token_allowance = models.PositiveBigIntegerField(help_text="Prompt + completion tokens per period.")
+    max_new_tokens = models.PositiveIntegerField(help_text="Most tokens one job may generate.")
+    max_prompt_tokens = models.PositiveIntegerField(help_text="Longest prompt one job may send.")
+    max_concurrent_jobs = models.PositiveIntegerField(help_text="Jobs queued or running at once.")
+    requests_per_minute = models.PositiveIntegerField(help_text="Generation requests per minute.")
+    queue_priority = models.CharField(max_length=20, choices=QueuePriority.choices, default=QueuePriority.NORMAL)
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text='Model names from INFERENCE_MODELS, e.g. ["inkwell-demo"].'
+    )
+    api_access = models.BooleanField(default=False)
+    is_default = models.BooleanField(default=False, help_text="The plan of every user without a subscription.")
+    is_public = models.BooleanField(default=True)
+    is_active = models.BooleanField(default=True)
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "price_cents"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_plan"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SubscriptionStatus(models.TextChoices):
+    # Stripe's subscription statuses.
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    CANCELED = "canceled"
+    UNPAID = "unpaid"
+    PAUSED = "paused"
+
+
+class Subscription(models.Model):
+    """A user's paid plan, mirrored from Stripe (the Subscriptions issue keeps it in sync)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(max_length=32, choices=SubscriptionStatus.choices)
+    current_period_start = models.DateTimeField()
+    current_period_end = models.DateTimeField()
+    cancel_at_period_end = models.BooleanField(default=False)
+    stripe_subscription_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.plan} ({self.status})"
+
+
+class QuotaPeriod(models.Model):
+    """The ledger of one user's tokens in one billing period.
+
+    ``reserved`` holds what queued and running jobs may still spend; ``used`` what finished jobs
+    spent. A reservation only succeeds while ``used + reserved + tokens <= allowance``.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_periods")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    allowance = models.BigIntegerField()
+    reserved = models.BigIntegerField(default=0)
+    used = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "period_start"], name="one_quota_period_per_start"),
+            models.CheckConstraint(condition=Q(reserved__gte=0), name="quota_reserved_not_negative"),
+            models.CheckConstraint(condition=Q(used__gte=0), name="quota_used_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.period_start:%Y-%m-%d}: {self.used}+{self.reserved}/{self.allowance}"
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.allowance - self.used - self.reserved)
+
+
+class UsageRecord(models.Model):
+    """What one finished job cost: the source of usage charts, exports and business numbers."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    job = models.OneToOneField("inference.GenerationJob", on_delete=models.SET_NULL, null=True, related_name="usage")
+    quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.PROTECT, related_name="usage_records")
+    plan_slug = models.CharField(max_length=40)
+    model = models.CharField(max_length=100)
+    status = models.CharField(max_length=20)
+    prompt_tokens = models.PositiveIntegerField()
+    completion_tokens = models.PositiveIntegerField()
+    tokens_charged = models.PositiveIntegerField()
+    queue_wait_ms = models.PositiveIntegerField(default=0)
+    run_ms = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.tokens_charged} tokens"

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 
 
 class Worker(models.Model):
     """A running Celery worker process, as it last reported itself.
 
-    The row is the worker's heartbeat: /healthz counts the fresh ones, and jobs held by a worker
-    whose heartbeat went stale can be taken back.
+    The row is the worker's heartbeat: /healthz counts the fresh ones, and the sweeper takes back
+    the jobs of a worker whose heartbeat went stale.
     """
 
     name = models.CharField(max_length=255, unique=True)
@@ -19,3 +22,90 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class FinishReason(models.TextChoices):
+    LENGTH = "length"
+    STOP = "stop"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+class JobSource(models.TextChoices):
+    WEB = "web"
+    API = "api"
+    OPENAI = "openai"
+
+
+class GenerationJob(models.Model):
+    """One generation request. Moves only forward, by conditional update:
+    queued -> running -> succeeded | failed | cancelled (running -> queued only when its worker died).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_jobs")
+    source = models.CharField(max_length=10, choices=JobSource.choices, default=JobSource.WEB)
+    model = models.CharField(max_length=100)
+    prompt = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True, help_text="Chat turns, when the job is a chat.")
+
+    max_new_tokens = models.PositiveIntegerField()
+    temperature = models.FloatField(default=1.0)
+    top_p = models.FloatField(default=1.0)
+    top_k = models.PositiveIntegerField(default=0)
+    repetition_penalty = models.FloatField(default=1.0)
+    stop = models.JSONField(default=list, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    finish_reason = models.CharField(max_length=12, choices=FinishReason.choices, blank=True)
+    error_message = models.TextField(blank=True, help_text="Shown to the user.")
+    output_text = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+
+    quota_period = models.ForeignKey("billing.QuotaPeriod", on_delete=models.PROTECT, related_name="jobs")
+    tokens_reserved = models.PositiveIntegerField()
+    tokens_charged = models.PositiveIntegerField(default=0)
+
+    queue = models.CharField(max_length=20)
+    plan_slug = models.CharField(max_length=40, help_text="The plan that admitted the job.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"]),
+            models.Index(fields=["user", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

@@ -1,8 +1,42 @@
+"""Every write of the inference app: submitting, claiming, finishing, cancelling and sweeping jobs."""
+
 from __future__ import annotations
 
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from inference.models import Worker
+from billing.models import QuotaPeriod, UsageRecord
+from billing.selectors import entitlements_for
+from billing.services import quota_period_open, quota_reserve, quota_settle
+from inference import catalog, streams
+from inference.models import (
+    ACTIVE_STATUSES,
+    FinishReason,
+    GenerationJob,
+    JobSource,
+    JobStatus,
+    Worker,
+)
+from inference.selectors import workers_alive
+from saas.errors import ApplicationError, RateLimited
+
+logger = logging.getLogger(__name__)
+
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_LENGTH = 64
+MAX_PROMPT_CHARS = 200_000  # far above any plan's token limit; stops absurd payloads before tokenizing
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+# --- workers -------------------------------------------------------------------------------
 
 
 def worker_heartbeat(*, name: str, hostname: str, pid: int, queues: list[str]) -> Worker:
@@ -23,3 +57,365 @@ def worker_heartbeat(*, name: str, hostname: str, pid: int, queues: list[str]) -
 
 def worker_stop(*, name: str) -> None:
     Worker.objects.filter(name=name).delete()
+
+
+# --- submitting ------------------------------------------------------------------------------
+
+
+def _invalid(message: str, param: str) -> ApplicationError:
+    return ApplicationError(message, code="invalid_request", param=param)
+
+
+def _check_number(name: str, value, *, low: float, high: float, integer: bool = False) -> None:
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        raise _invalid(f"{name} must be {kind} between {low:g} and {high:g}.", name)
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _invalid(f"{name} must be between {low:g} and {high:g}; got {value:g}.", name)
+
+
+def _validate_messages(messages) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages must be a non-empty list of {role, content} turns.", "messages")
+    clean = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
+            raise _invalid(f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}.", f"messages[{index}].role")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise _invalid(f"messages[{index}].content must be a string.", f"messages[{index}].content")
+        clean.append({"role": message["role"], "content": content})
+    if not any(m["content"].strip() for m in clean):
+        raise _invalid("The conversation is empty: write a message first.", "messages")
+    return clean
+
+
+def _validate_stop(stop) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise _invalid("stop must be a string or a list of strings.", "stop")
+    stop = [s for s in stop if s]
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise _invalid(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed.", "stop")
+    if any(len(s) > MAX_STOP_LENGTH for s in stop):
+        raise _invalid(f"A stop sequence may be at most {MAX_STOP_LENGTH} characters long.", "stop")
+    return stop
+
+
+def _rate_limit(user, per_minute: int) -> None:
+    """A fixed one-minute window in Redis, shared by every web process."""
+    window = int(time.time() // 60)
+    key = f"inkwell:rpm:{user.pk}:{window}"
+    try:
+        pipe = streams.client().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = pipe.execute()
+    except Exception:  # the record is PostgreSQL; a Redis hiccup must not refuse paid work
+        logger.warning("rate limiter unavailable; request allowed", exc_info=True)
+        return
+    if count > per_minute:
+        retry = 60 - int(time.time() % 60)
+        raise RateLimited(
+            f"Too many requests: your plan allows {per_minute} generation requests per minute. Try again in {retry} s.",
+            code="rate_limit_exceeded",
+            extra={"retry_after": retry},
+        )
+
+
+def job_submit(
+    *,
+    user,
+    model: str | None = None,
+    prompt: str | None = None,
+    messages: list[dict] | None = None,
+    max_new_tokens: int | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    repetition_penalty: float = 1.0,
+    stop: list[str] | str | None = None,
+    seed: int | None = None,
+    source: str = JobSource.WEB,
+) -> GenerationJob:
+    """Check the request against the plan and the quota, reserve its tokens, queue it.
+
+    Everything that can be refused is refused before anything is written; the reservation, the
+    concurrency check and the insert are one transaction; the task is sent after the commit.
+    """
+    entitlements = entitlements_for(user)
+    if model is None or model == "":
+        available = [m for m in entitlements.allowed_models if m in settings.INFERENCE_MODELS]
+        if not available:
+            raise ApplicationError("Your plan includes no model that this server runs.", code="model_not_allowed")
+        model = available[0]
+    if model not in settings.INFERENCE_MODELS:
+        raise ApplicationError(
+            f"Unknown model {model!r}. Available models: {', '.join(settings.INFERENCE_MODELS)}.",
+            code="model_not_found",
+            param="model",
+            status_code=404,
+        )
+    if model not in entitlements.allowed_models:
+        raise ApplicationError(
+            f"Your plan ({entitlements.plan.name}) does not include the model {model!r}; it includes "
+            f"{', '.join(entitlements.allowed_models) or 'no models'}. Upgrade to use it.",
+            code="model_not_allowed",
+            param="model",
+            status_code=403,
+        )
+
+    if (prompt is None) == (messages is None):
+        raise _invalid("Send either a prompt or chat messages, not both.", "prompt")
+    if messages is not None:
+        messages = _validate_messages(messages)
+        if not catalog.has_chat_template(model):
+            raise _invalid(f"The model {model!r} has no chat template; send a plain prompt instead.", "messages")
+    else:
+        if not isinstance(prompt, str):
+            raise _invalid("prompt must be a string.", "prompt")
+        if not prompt.strip():
+            raise _invalid("The prompt is empty: write something to continue.", "prompt")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise _invalid(f"The prompt is longer than {MAX_PROMPT_CHARS:,} characters.", "prompt")
+
+    cap = entitlements.max_new_tokens
+    if max_new_tokens is None:
+        max_new_tokens = min(cap, 256)
+    _check_number("max_new_tokens", max_new_tokens, low=1, high=cap, integer=True)
+    _check_number("temperature", temperature, low=0, high=2)
+    _check_number("top_p", top_p, low=0.01, high=1)
+    _check_number("top_k", top_k, low=0, high=1000, integer=True)
+    _check_number("repetition_penalty", repetition_penalty, low=0.5, high=2)
+    if seed is not None:
+        _check_number("seed", seed, low=0, high=2**63 - 1, integer=True)
+    stop = _validate_stop(stop)
+
+    prompt_tokens = len(catalog.prompt_token_ids(model, prompt=prompt, messages=messages))
+    if prompt_tokens > entitlements.max_prompt_tokens:
+        raise _invalid(
+            f"The prompt is {prompt_tokens:,} tokens; your plan allows {entitlements.max_prompt_tokens:,} per job. "
+            "Shorten it or upgrade your plan.",
+            "messages" if messages is not None else "prompt",
+        )
+    context = catalog.max_context(model)
+    if prompt_tokens + max_new_tokens > context:
+        raise _invalid(
+            f"The prompt ({prompt_tokens:,} tokens) plus max_new_tokens ({max_new_tokens:,}) is more than the "
+            f"{context:,}-token context of {model!r}. Lower max_new_tokens to {max(context - prompt_tokens, 0):,} "
+            "or shorten the prompt.",
+            "max_new_tokens",
+        )
+    _rate_limit(user, entitlements.requests_per_minute)
+
+    tokens = prompt_tokens + max_new_tokens
+    with transaction.atomic():
+        period = quota_period_open(user=user, entitlements=entitlements)
+        # Lock the ledger row: concurrent submits of one user are serialised from here on, so the
+        # concurrency count below cannot be raced past.
+        QuotaPeriod.objects.select_for_update().filter(pk=period.pk).exists()
+        active = GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES).count()
+        if active >= entitlements.max_concurrent_jobs:
+            raise RateLimited(
+                f"You have {active} jobs queued or running; your plan allows {entitlements.max_concurrent_jobs} "
+                "at once. Wait for one to finish or cancel one.",
+                code="concurrency_limit_exceeded",
+            )
+        quota_reserve(period=period, tokens=tokens)
+        job = GenerationJob.objects.create(
+            user=user,
+            source=source,
+            model=model,
+            prompt=prompt or "",
+            messages=messages,
+            max_new_tokens=max_new_tokens,
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=top_k,
+            repetition_penalty=float(repetition_penalty),
+            stop=stop,
+            seed=seed,
+            prompt_tokens=prompt_tokens,
+            quota_period=period,
+            tokens_reserved=tokens,
+            queue=entitlements.queue,
+            plan_slug=entitlements.plan.slug,
+        )
+        transaction.on_commit(lambda: job_enqueue(job_id=job.id, queue=job.queue), robust=True)
+    return job
+
+
+def job_enqueue(*, job_id, queue: str) -> None:
+    """Send the task; the job row records when, so the sweeper can resend a message that got lost."""
+    from inference.tasks import run_generation
+
+    run_generation.apply_async(args=[str(job_id)], queue=queue)
+    GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(enqueued_at=timezone.now())
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def job_claim(*, job_id, worker: str) -> GenerationJob | None:
+    """queued -> running, for exactly one worker. None: someone else has it, or it is over."""
+    claimed = GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, worker=worker, started_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return None
+    return GenerationJob.objects.get(pk=job_id)
+
+
+@dataclass
+class JobOutcome:
+    text: str
+    completion_tokens: int
+    finish_reason: str
+    error: str = ""
+    run_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.finish_reason == FinishReason.CANCELLED:
+            return JobStatus.CANCELLED
+        if self.finish_reason in (FinishReason.ERROR, FinishReason.TIMEOUT):
+            return JobStatus.FAILED
+        return JobStatus.SUCCEEDED
+
+
+def _close(job: GenerationJob, *, from_status: str, guard: Q, status: str, charged: int, **fields) -> bool:
+    """Move a job to a final status and settle its quota in one transaction, exactly once: the
+    conditional update either wins (and settles) or changes nothing."""
+    now = timezone.now()
+    with transaction.atomic():
+        closed = GenerationJob.objects.filter(guard, pk=job.pk, status=from_status).update(
+            status=status, tokens_charged=charged, finished_at=now, **fields
+        )
+        if not closed:
+            return False
+        quota_settle(period_id=job.quota_period_id, reserved=job.tokens_reserved, charged=charged)
+        job.refresh_from_db()
+        started = job.started_at or now
+        UsageRecord.objects.create(
+            user_id=job.user_id,
+            job=job,
+            quota_period_id=job.quota_period_id,
+            plan_slug=job.plan_slug,
+            model=job.model,
+            status=status,
+            prompt_tokens=job.prompt_tokens,
+            completion_tokens=job.completion_tokens,
+            tokens_charged=charged,
+            queue_wait_ms=max(0, int((started - job.created_at).total_seconds() * 1000)),
+            run_ms=max(0, int((now - started).total_seconds() * 1000)) if job.started_at else 0,
+            worker=job.worker,
+        )
+        transaction.on_commit(lambda: streams.publish_end(job), robust=True)
+    return True
+
+
+def job_finish(*, job: GenerationJob, outcome: JobOutcome) -> bool:
+    """The worker that claimed ``job`` records how it ended. False: the job is no longer this
+    worker's (the sweeper took it back), and nothing was written."""
+    status = outcome.status
+    charged = 0 if status == JobStatus.FAILED else job.prompt_tokens + outcome.completion_tokens
+    return _close(
+        job,
+        from_status=JobStatus.RUNNING,
+        guard=Q(worker=job.worker, attempts=job.attempts),
+        status=status,
+        charged=charged,
+        output_text=outcome.text,
+        completion_tokens=outcome.completion_tokens,
+        finish_reason=outcome.finish_reason,
+        error_message=outcome.error,
+    )
+
+
+def job_cancel(*, job: GenerationJob) -> GenerationJob:
+    """Cancel a job of the caller's. Queued: cancelled now, reservation released. Running: the
+    worker stops it within one decoding step, keeps the partial text and charges what was
+    generated. Finished: nothing changes."""
+    cancelled_now = _close(
+        job,
+        from_status=JobStatus.QUEUED,
+        guard=Q(),
+        status=JobStatus.CANCELLED,
+        charged=0,
+        finish_reason=FinishReason.CANCELLED,
+        cancel_requested_at=timezone.now(),
+    )
+    if not cancelled_now:
+        requested = GenerationJob.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
+        ).update(cancel_requested_at=timezone.now())
+        if requested:
+            try:
+                streams.publish_cancel(job.pk)
+            except Exception:  # the worker also polls the row, so the cancel still lands
+                logger.warning("could not publish cancel for %s", job.pk, exc_info=True)
+    job.refresh_from_db()
+    return job
+
+
+# --- the sweeper ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"requeued {len(self.requeued)}, failed {len(self.failed)}, resent {len(self.resent)}"
+
+
+def jobs_sweep() -> SweepReport:
+    """Take back what dead workers held and resend what the broker may have lost. Safe to run at
+    any time, from any number of places: every move is a conditional update."""
+    report = SweepReport()
+    now = timezone.now()
+    alive = set(workers_alive().values_list("name", flat=True))
+    stale_after = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    overdue = now - timedelta(seconds=settings.JOB_HARD_TIME_LIMIT + settings.WORKER_STALE_SECONDS)
+    running = GenerationJob.objects.filter(status=JobStatus.RUNNING).filter(
+        Q(started_at__lt=stale_after) & (~Q(worker__in=alive) | Q(started_at__lt=overdue))
+    )
+    for job in running:
+        guard = Q(worker=job.worker, attempts=job.attempts)
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            message = (
+                f"The job stopped its worker {job.attempts} times and was given up. Your quota was not charged for it."
+            )
+            if _close(
+                job,
+                from_status=JobStatus.RUNNING,
+                guard=guard,
+                status=JobStatus.FAILED,
+                charged=0,
+                finish_reason=FinishReason.ERROR,
+                error_message=message,
+            ):
+                report.failed.append(str(job.pk))
+            continue
+        with transaction.atomic():
+            requeued = GenerationJob.objects.filter(guard, pk=job.pk, status=JobStatus.RUNNING).update(
+                status=JobStatus.QUEUED, worker="", started_at=None, enqueued_at=None
+            )
+            if requeued:
+                transaction.on_commit(lambda job=job: job_enqueue(job_id=job.pk, queue=job.queue), robust=True)
+                report.requeued.append(str(job.pk))
+    lost = GenerationJob.objects.filter(status=JobStatus.QUEUED).filter(
+        Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=30))
+        | Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS))
+    )
+    for job in lost:
+        job_enqueue(job_id=job.pk, queue=job.queue)
+        report.resent.append(str(job.pk))
+    Worker.objects.filter(last_heartbeat_at__lt=now - timedelta(days=1)).delete()
+    return report

@@ -1,4 +1,5 @@
-"""Glue between a Celery worker process and the database: the worker's heartbeat row."""
+"""Glue between a Celery worker process and the rest: its heartbeat row, its engines (loaded once,
+at start), and the cancel messages that stop a running job at its next token."""
 
 from __future__ import annotations
 
@@ -35,20 +36,45 @@ def _beat(name: str, hostname: str, queues: list[str]) -> None:
         _stop.wait(settings.WORKER_HEARTBEAT_SECONDS)
 
 
+def _listen_for_cancels() -> None:
+    from inference import runtime, streams
+
+    while not _stop.is_set():
+        try:
+            pubsub = streams.client().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(streams.CANCEL_CHANNEL)
+            while not _stop.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message and message.get("type") == "message":
+                    runtime.cancel(message["data"])
+        except Exception:  # Redis went away: the task's database poll still cancels; reconnect
+            logger.warning("cancel listener lost Redis; retrying", exc_info=True)
+            _stop.wait(2)
+
+
 @worker_ready.connect
-def _start_heartbeat(sender, **kwargs) -> None:
+def _on_worker_ready(sender, **kwargs) -> None:
+    from inference import runtime
+
     hostname = socket.gethostname()
     name = f"{sender.hostname}/{os.getpid()}"
     _state["name"] = name
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
     threading.Thread(target=_beat, args=(name, hostname, queues), name="inkwell-heartbeat", daemon=True).start()
+    threading.Thread(target=_listen_for_cancels, name="inkwell-cancels", daemon=True).start()
+    runtime.configure_torch()
+    # Load the models now, not on the first job (a load takes seconds); jobs that arrive
+    # meanwhile wait for the load.
+    threading.Thread(target=runtime.preload, name="inkwell-preload", daemon=True).start()
 
 
 @worker_shutdown.connect
-def _stop_heartbeat(sender, **kwargs) -> None:
+def _on_worker_shutdown(sender, **kwargs) -> None:
+    from inference import runtime
     from inference.services import worker_stop
 
     _stop.set()
+    runtime.shutdown()
     if "name" in _state:
         try:
             worker_stop(name=_state["name"])

@@ -52,6 +52,14 @@ def _config() -> dict:
         },
         result_backend_transport_options={"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT},
         worker_send_task_events=False,
+        beat_schedule={
+            "sweep-jobs": {
+                "task": "inference.sweep_jobs",
+                "schedule": settings.SWEEP_INTERVAL_SECONDS,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.SWEEP_INTERVAL_SECONDS},
+            }
+        },
+        beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
         worker_hijack_root_logger=False,
     )
 

@@ -51,7 +51,8 @@ ADMIN_PASSWORD = env.str("INKWELL_ADMIN_PASSWORD", default=None)
 # Where `make run` serves.
 SERVE_HOST = env.str("HOST", default="127.0.0.1")
 SERVE_PORT = env.int("PORT", default=8000)
-WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=4)
+# Task slots of a worker: one per job the engine can batch, plus a few for housekeeping.
+WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=0)  # 0: ENGINE_MAX_BATCH + 2
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -160,6 +161,31 @@ if BROKER_VISIBILITY_TIMEOUT <= JOB_HARD_TIME_LIMIT:
 WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=10)
 # A worker whose last heartbeat is older than this is considered gone.
 WORKER_STALE_SECONDS = env.int("WORKER_STALE_SECONDS", default=WORKER_HEARTBEAT_SECONDS * 3)
+
+# --- Generation -------------------------------------------------------------------------------
+# Models users can pick: "name=source" pairs, comma-separated; a source is a Hugging Face hub id or
+# a local path. The demo model is built locally by `manage.py build_demo_model` (make run does it).
+DEMO_MODEL_PATH = VAR_DIR / "models" / ("test-tiny" if TESTING else "inkwell-demo")
+_demo_name = "inkwell-tiny" if TESTING else "inkwell-demo"
+INFERENCE_MODELS = dict(
+    item.split("=", 1)
+    for item in env.list("INFERENCE_MODELS", default=[f"{_demo_name}={DEMO_MODEL_PATH}"])
+    if "=" in item
+)
+if not INFERENCE_MODELS:
+    raise ImproperlyConfigured("INFERENCE_MODELS must list at least one name=source pair")
+INFERENCE_DEVICE = env.str("INFERENCE_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
+INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="auto")  # auto | float32 | bfloat16 | float16 | int8
+ENGINE_MAX_BATCH = env.int("ENGINE_MAX_BATCH", default=32)
+ENGINE_PREFILL_TOKENS = env.int("ENGINE_PREFILL_TOKENS", default=1024)
+WORKER_CONCURRENCY = WORKER_CONCURRENCY or ENGINE_MAX_BATCH + 2
+# torch threads per worker process: torch threads x worker processes must not exceed the cores.
+TORCH_THREADS = env.int("TORCH_THREADS", default=0)  # 0: all cores of the host
+JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
+# A queued job whose message may have been lost (say, Redis restarted empty) is sent again after this.
+JOB_REQUEUE_AFTER_SECONDS = env.int("JOB_REQUEUE_AFTER_SECONDS", default=600)
+SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)
+STREAM_TTL_SECONDS = env.int("STREAM_TTL_SECONDS", default=3600)
 
 # --- Accounts ---------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

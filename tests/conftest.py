@@ -45,14 +45,28 @@ def _fresh_rate_limits():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    """The test model (the demo builder's untrained 'tiny' size), built once and kept in var/."""
+    from django.conf import settings
+
+    from inference.engine.demo import build_demo_model
+
+    path = Path(settings.DEMO_MODEL_PATH)
+    if not (path / "config.json").exists():
+        build_demo_model(path, size="tiny")
+    return path
+
+
+@pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, artifacts_dir):
-    """A real Celery worker process on the configured broker and the test database."""
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, django_db_blocker, artifacts_dir, tiny_model_path):
+    """A real Celery worker process on the configured broker and the test database (one per test
+    module, so modules that kill workers start from a clean slate)."""
     from saas.tasks import ping
     from tests.support import start_worker, wait_until
 
@@ -98,7 +112,7 @@ def web_server(django_db_setup, django_db_blocker, artifacts_dir, tmp_path_facto
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
-            lambda: urllib.request.urlopen(url + "/", timeout=2).status == 200,  # noqa: S310
+            lambda: urllib.request.urlopen(url + "/", timeout=2).status == 200,
             timeout=60,
             what="web server",
             process=web.process,

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from inference import catalog
 from saas.celery import ALL_QUEUES
 from saas.embedded import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 
@@ -27,8 +28,10 @@ def web_command(host: str, port: int) -> list[str]:
 
 
 def worker_command(concurrency: int) -> list[str]:
+    # One process holds the engine; its thread pool holds as many jobs as the engine batches.
+    # --beat runs the sweeper's schedule in the same process (production runs `celery beat` once).
     return [
-        sys.executable, "-m", "celery", "-A", "saas", "worker",
+        sys.executable, "-m", "celery", "-A", "saas", "worker", "--beat",
         "--loglevel", "INFO", "--pool", "threads", "--concurrency", str(concurrency),
         "--queues", ",".join(ALL_QUEUES), "--hostname", "inkwell@%h",
     ]  # fmt: skip
@@ -59,6 +62,10 @@ class Command(BaseCommand):
             if not options["no_migrate"]:
                 call_command("migrate", interactive=False, verbosity=0)
                 call_command("seed")
+            if catalog.local_model_missing(next(iter(settings.INFERENCE_MODELS))) and (
+                next(iter(settings.INFERENCE_MODELS.values())) == str(settings.DEMO_MODEL_PATH)
+            ):
+                call_command("build_demo_model")
             children.append(("web", self._spawn(web_command(settings.SERVE_HOST, settings.SERVE_PORT))))
             children.append(("worker", self._spawn(worker_command(settings.WORKER_CONCURRENCY))))
             self.stdout.write(

@@ -1,0 +1,156 @@
+"""Engine throughput: naive generate vs static batches vs the continuous-batching engine.
+
+Usage:  .venv/bin/python bench/engine.py [--dtype float32|bfloat16|int8] [--jobs 32] [--model PATH]
+
+One model (by default a GPT-2-size model built locally: 12 layers, 768 wide, 50,257-token
+vocabulary, random weights), the same mixed jobs (8-128 prompt tokens, 16-128 new tokens, all
+arriving together), greedy decoding, end-of-sequence ignored so every job runs its full length:
+  (a) naive    one model.generate per job, one after another (a worker without batching)
+  (b) static   model.generate on padded batches; a batch runs until its longest job is done
+  (c) engine   the scheduler with 1, 8, 32 and 64 jobs in flight (64: every job twice)
+Prints generated tokens/s, the ratio to (a), p50/p95 time to first token (from arrival) and
+greedy agreement with (a) (jobs whose tokens equal (a)'s exactly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from inference.engine.demo import CORPUS, build_demo_model
+from inference.engine.registry import ModelSpec, load_model
+from inference.engine.scheduler import Engine
+from inference.engine.types import GenerationRequest, SamplingParams
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "var" / "models" / "bench-gpt2"
+
+
+def make_jobs(tokenizer, count: int, seed: int = 7) -> list[tuple[list[int], int]]:
+    rng = random.Random(seed)
+    corpus = tokenizer(CORPUS.read_text()).input_ids
+    jobs = []
+    for _ in range(count):
+        length = rng.randint(8, 128)
+        start = rng.randint(0, len(corpus) - length - 1)
+        jobs.append((corpus[start : start + length], rng.randint(16, 128)))
+    return jobs
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_naive(model, jobs):
+    outputs, ttft = [], []
+    start = time.perf_counter()
+    for prompt, new in jobs:
+        ids = torch.tensor([prompt])
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False
+        )
+        outputs.append(out[0, len(prompt) :].tolist())
+        # The first token of job i comes after every job before it has finished.
+        ttft.append(time.perf_counter() - start)
+    return time.perf_counter() - start, outputs, ttft
+
+
+def run_static(model, tokenizer, jobs, batch_size: int):
+    outputs: list[list[int]] = [[] for _ in jobs]
+    ttft = [0.0] * len(jobs)
+    start = time.perf_counter()
+    for first in range(0, len(jobs), batch_size):
+        batch = jobs[first : first + batch_size]
+        longest = max(len(p) for p, _ in batch)
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (longest - len(p)) + p for p, _ in batch])
+        mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p, _ in batch])
+        steps = max(n for _, n in batch)
+        batch_start = time.perf_counter()
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
+        for offset, (_, new) in enumerate(batch):
+            outputs[first + offset] = out[offset, longest : longest + new].tolist()
+            ttft[first + offset] = batch_start - start + (time.perf_counter() - batch_start) / steps
+    return time.perf_counter() - start, outputs, ttft
+
+
+def run_engine(loaded, jobs, in_flight: int):
+    engine = Engine(loaded, max_batch=in_flight).start()
+    try:
+        # Warm the engine (first-call allocations) outside the timed run.
+        engine.submit(GenerationRequest("warm", jobs[0][0], SamplingParams(max_new_tokens=2, temperature=0))).wait()
+        start = time.perf_counter()
+        requests = [
+            engine.submit(
+                GenerationRequest(str(i), prompt, SamplingParams(max_new_tokens=new, temperature=0, ignore_eos=True))
+            )
+            for i, (prompt, new) in enumerate(jobs)
+        ]
+        results = [r.wait() for r in requests]
+        elapsed = time.perf_counter() - start
+    finally:
+        engine.stop()
+    outputs = [None] * len(jobs)
+    return elapsed, results, outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"])
+    parser.add_argument("--jobs", type=int, default=32)
+    parser.add_argument("--in-flight", default="1,8,32,64")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+    if not (Path(args.model) / "config.json").exists():
+        print(f"building the GPT-2-size benchmark model in {args.model} ...", flush=True)
+        build_demo_model(args.model, size="gpt2")
+    torch.manual_seed(0)
+    reference = load_model(ModelSpec("bench", args.model, dtype="float32", device="cpu"))
+    loaded = reference if args.dtype == "float32" else load_model(ModelSpec("bench", args.model, dtype=args.dtype))
+    tokenizer = reference.tokenizer
+    jobs = make_jobs(tokenizer, args.jobs)
+    useful = sum(n for _, n in jobs)
+    params = sum(p.numel() for p in reference.model.parameters()) / 1e6
+    print(
+        f"model: {args.model}  ({params:.0f}M parameters), engine dtype {args.dtype}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(f"{args.jobs} jobs, prompts 8-128 tokens, 16-128 new tokens, {useful} tokens to generate\n")
+
+    rows = []
+    with torch.inference_mode():
+        naive_s, naive_out, naive_ttft = run_naive(reference.model, jobs)
+    naive_tps = useful / naive_s
+    rows.append(("(a) naive generate, one by one", naive_tps, naive_ttft, 1.0))
+    for size in (8, len(jobs)):
+        with torch.inference_mode():
+            s, out, ttft = run_static(reference.model, tokenizer, jobs, size)
+        agree = sum(o == n for o, n in zip(out, naive_out, strict=True)) / len(jobs)
+        rows.append((f"(b) static batches of {size}", useful / s, ttft, agree))
+    for in_flight in [int(x) for x in args.in_flight.split(",")]:
+        run_jobs = jobs if in_flight <= len(jobs) else jobs * (in_flight // len(jobs))
+        s, results, _ = run_engine(loaded, run_jobs, in_flight)
+        generated = sum(r.completion_tokens for r in results)
+        agree = sum(r.token_ids == naive_out[i % len(jobs)] for i, r in enumerate(results)) / len(results)
+        ttft = [r.time_to_first_token for r in results]
+        rows.append((f"(c) engine, {in_flight} in flight ({args.dtype})", generated / s, ttft, agree))
+
+    print(f"{'run':<40}{'tokens/s':>10}{'x naive':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'greedy = (a)':>14}")
+    for label, tps, ttft, agree in rows:
+        print(
+            f"{label:<40}{tps:>10.1f}{tps / naive_tps:>8.1f}x{statistics.median(ttft):>9.2f}s"
+            f"{pct(ttft, 0.95):>9.2f}s{agree * 100:>13.0f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()

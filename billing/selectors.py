@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.utils import timezone
+
+from billing.models import Plan, QuotaPeriod, Subscription, SubscriptionStatus
+from saas.errors import ApplicationError
+
+# Statuses in which a subscription's plan applies.
+ENTITLED_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)
+
+
+@dataclass(frozen=True)
+class Entitlements:
+    """What a user may do now. Every limit check reads this, never the plan's fields directly."""
+
+    plan: Plan
+    subscription: Subscription | None
+    period_start: datetime
+    period_end: datetime
+
+    @property
+    def monthly_token_allowance(self) -> int:
+        return self.plan.monthly_token_allowance
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.plan.max_new_tokens
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.plan.max_prompt_tokens
+
+    @property
+    def max_concurrent_jobs(self) -> int:
+        return self.plan.max_concurrent_jobs
+
+    @property
+    def requests_per_minute(self) -> int:
+        return self.plan.requests_per_minute
+
+    @property
+    def queue(self) -> str:
+        return self.plan.queue_priority
+
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        return tuple(self.plan.allowed_models)
+
+    @property
+    def api_access(self) -> bool:
+        return self.plan.api_access
+
+
+def default_plan() -> Plan:
+    plan = Plan.objects.filter(is_default=True, is_active=True).first()
+    if plan is None:
+        raise ApplicationError(
+            "Inkwell has no default plan yet; an operator must run `manage.py seed`.",
+            code="not_configured",
+            status_code=503,
+        )
+    return plan
+
+
+def calendar_month(now: datetime) -> tuple[datetime, datetime]:
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start, end
+
+
+def entitlements_for(user, *, now: datetime | None = None) -> Entitlements:
+    now = now or timezone.now()
+    subscription = (
+        Subscription.objects.select_related("plan")
+        .filter(user=user, status__in=ENTITLED_STATUSES, current_period_end__gt=now)
+        .order_by("-current_period_end")
+        .first()
+    )
+    if subscription is not None:
+        return Entitlements(
+            plan=subscription.plan,
+            subscription=subscription,
+            period_start=subscription.current_period_start,
+            period_end=subscription.current_period_end,
+        )
+    start, end = calendar_month(now)
+    return Entitlements(plan=default_plan(), subscription=None, period_start=start, period_end=end)
+
+
+def quota_period_for(user, *, entitlements: Entitlements) -> QuotaPeriod | None:
+    return QuotaPeriod.objects.filter(user=user, period_start=entitlements.period_start).first()

@@ -1,0 +1,380 @@
+"""Continuous batching over a causal LM's forward pass.
+
+One scheduler thread owns the model. Requests join the running batch at token boundaries (their
+prompts are prefilled in groups of similar length) and leave it the step they finish, so the batch
+is never held back by its longest member. Every row has its own sampling parameters, seed, stop
+sequences and length; a cancelled row leaves at the next step with the text it has.
+
+Why not transformers' own continuous batching (``generate_batch``)? On this project's CPU
+reference it reached about 3.6x a one-by-one ``generate`` with mixed lengths, and it lacks
+per-request streaming callbacks and cancellation; this scheduler keeps a right-aligned,
+preallocated KV cache (``BatchKVCache``) and runs close to a uniform static batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from inference.engine.cache import BatchKVCache
+from inference.engine.registry import LoadedModel
+from inference.engine.sampling import RowSampler, choose_tokens
+from inference.engine.text import TextAssembler
+from inference.engine.types import FinishReason, GenerationRequest, GenerationResult
+
+logger = logging.getLogger(__name__)
+
+
+class EngineError(ValueError):
+    """A request the engine cannot run as asked (the message says what to change)."""
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    assembler: TextAssembler
+    sampler: RowSampler
+    start_column: int = 0  # first cache column holding this row's tokens
+    length: int = 0  # tokens of this row in the cache
+    last_token: int = 0
+    generated: int = 0
+    first_token_at: float | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_batch: int = 32,
+        prefill_tokens_per_step: int = 1024,
+        initial_capacity: int = 256,
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.max_batch = max_batch
+        self.prefill_tokens_per_step = prefill_tokens_per_step
+        text_config = self.model.config.get_text_config()
+        self._cache = BatchKVCache(
+            num_layers=text_config.num_hidden_layers, max_rows=max_batch, capacity=initial_capacity
+        )
+        # Which tokens each row has seen (for the repetition penalty); sized at the first logits.
+        self._seen: torch.Tensor | None = None
+        self._eos = loaded.eos_token_ids
+        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self._rows: list[_Row] = []
+        self._columns = 0  # the batch's aligned length: the next decode step writes this column
+        self._waiting: deque[GenerationRequest] = deque()
+        self._condition = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._mask_min = torch.finfo(self.model.dtype if self.model.dtype.is_floating_point else torch.float32).min
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> GenerationRequest:
+        prompt_tokens = len(request.prompt_ids)
+        if prompt_tokens == 0:
+            raise EngineError("the prompt is empty")
+        if request.params.max_new_tokens < 1:
+            raise EngineError("max_new_tokens must be at least 1")
+        if prompt_tokens + request.params.max_new_tokens > self.loaded.max_context:
+            raise EngineError(
+                f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({request.params.max_new_tokens}) "
+                f"exceeds the model's context of {self.loaded.max_context} tokens"
+            )
+        with self._condition:
+            if not self._running:
+                raise EngineError("the engine is not running")
+            request.submitted_at = time.perf_counter()
+            self._waiting.append(request)
+            self._condition.notify()
+        return request
+
+    def cancel(self, request_id: str, reason: FinishReason = FinishReason.CANCELLED) -> bool:
+        """Stop a request at the next token boundary. True if the engine holds it."""
+        with self._condition:
+            for request in self._waiting:
+                if request.request_id == request_id:
+                    request.cancel(reason)
+                    return True
+            for row in self._rows:
+                if row.request.request_id == request_id:
+                    row.request.cancel(reason)
+                    return True
+        return False
+
+    def start(self) -> Engine:
+        with self._condition:
+            if self._running:
+                return self
+            self._running = True
+        self._thread = threading.Thread(target=self._loop, name="inkwell-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._condition:
+            self._running = False
+            self._condition.notify()
+        if self._thread is not None:
+            self._thread.join()
+        for row in list(self._rows):
+            self._finish(row, FinishReason.CANCELLED)
+        while self._waiting:
+            self._finish_unstarted(self._waiting.popleft(), FinishReason.CANCELLED)
+
+    @property
+    def active(self) -> int:
+        return len(self._rows) + len(self._waiting)
+
+    # --- the scheduler loop ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._condition:
+                    while self._running and not self._rows and not self._waiting:
+                        self._condition.wait()
+                    if not self._running:
+                        return
+                    admitted = self._take_waiting()
+                try:
+                    self._drop_cancelled()
+                    if admitted:
+                        self._prefill_groups(admitted)
+                    if self._rows:
+                        self._decode_step()
+                except Exception as exc:  # a failed forward pass fails the batch, not the worker
+                    logger.exception("engine step failed")
+                    for row in list(self._rows):
+                        self._finish(row, FinishReason.ERROR, error=f"generation failed: {exc}")
+                    self._columns = 0
+
+    def _take_waiting(self) -> list[GenerationRequest]:
+        taken: list[GenerationRequest] = []
+        budget = self.prefill_tokens_per_step
+        while self._waiting and len(self._rows) + len(taken) < self.max_batch:
+            request = self._waiting[0]
+            if taken and len(request.prompt_ids) > budget:
+                break
+            taken.append(self._waiting.popleft())
+            budget -= len(request.prompt_ids)
+        return taken
+
+    def _drop_cancelled(self) -> None:
+        for row in [r for r in self._rows if r.request.cancel_reason is not None]:
+            self._finish(row, row.request.cancel_reason)
+
+    # --- prefill ------------------------------------------------------------------------------
+
+    def _prefill_groups(self, requests: list[GenerationRequest]) -> None:
+        live = []
+        for request in requests:
+            if request.cancel_reason is not None:
+                self._finish_unstarted(request, request.cancel_reason)
+            else:
+                live.append(request)
+        group: list[GenerationRequest] = []
+        tokens = 0
+        for request in live:
+            if group and tokens + len(request.prompt_ids) > self.prefill_tokens_per_step:
+                self._prefill(group)
+                group, tokens = [], 0
+            group.append(request)
+            tokens += len(request.prompt_ids)
+        if group:
+            self._prefill(group)
+
+    def _prefill(self, requests: list[GenerationRequest]) -> None:
+        """Prefill several prompts as one packed sequence (no padding): each prompt attends only to
+        itself, restarts its positions at 0, and its keys and values land in its own cache row,
+        right-aligned with the running batch."""
+        longest = max(len(r.prompt_ids) for r in requests)
+        self._ensure_capacity(longest)
+        if longest > self._columns:
+            self._shift_right(longest - self._columns)
+        first_row = len(self._rows)
+        lengths = [len(r.prompt_ids) for r in requests]
+        total = sum(lengths)
+        input_ids = torch.tensor([[t for r in requests for t in r.prompt_ids]], dtype=torch.long)
+        position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+        segment = torch.repeat_interleave(torch.arange(len(requests)), torch.tensor(lengths))
+        index = torch.arange(total)
+        allowed = (segment[:, None] == segment[None, :]) & (index[None, :] <= index[:, None])
+        mask = self._additive_mask(allowed[None, None])
+        segments, last_positions, offset = [], [], 0
+        for i, n in enumerate(lengths):
+            segments.append((first_row + i, offset, offset + n, self._columns - n))
+            offset += n
+            last_positions.append(offset - 1)
+        self._cache.set_window(rows=(first_row, first_row + 1), write=(0, total), read_start=0)
+        self._cache.set_segments(segments)
+        logits = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask,
+            position_ids=position_ids.to(self.device),
+            cache=self._cache,
+            use_cache=True,
+            logits_to_keep=torch.tensor(last_positions, device=self.device),
+        ).logits[0]
+        if self._seen is None:
+            self._seen = torch.zeros((self.max_batch, logits.shape[-1]), dtype=torch.bool, device=self.device)
+        rows = []
+        for i, request in enumerate(requests):
+            row = _Row(
+                request=request,
+                assembler=TextAssembler(self.tokenizer, request.params.stop),
+                sampler=RowSampler(request.params, self.device),
+                start_column=self._columns - lengths[i],
+                length=lengths[i],
+            )
+            slot = first_row + i
+            self._seen[slot].zero_()
+            self._seen[slot, torch.tensor(request.prompt_ids, device=self.device)] = True
+            self._rows.append(row)
+            rows.append(row)
+        self._accept(rows, logits, first_row)
+
+    # --- decode -------------------------------------------------------------------------------
+
+    def _decode_step(self) -> None:
+        self._ensure_capacity()
+        count = len(self._rows)
+        read_start = min(r.start_column for r in self._rows)
+        input_ids = torch.tensor([[r.last_token] for r in self._rows], dtype=torch.long, device=self.device)
+        position_ids = torch.tensor([[r.length] for r in self._rows], dtype=torch.long, device=self.device)
+        starts = torch.tensor([r.start_column for r in self._rows], dtype=torch.long)
+        keys = torch.arange(read_start, self._columns + 1)
+        allowed = keys[None, :] >= starts[:, None]
+        mask = self._additive_mask(allowed[:, None, None, :])
+        self._cache.set_window(rows=(0, count), write=(self._columns, self._columns + 1), read_start=read_start)
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=self._cache,
+            use_cache=True,
+        ).logits[:, -1, :]
+        self._columns += 1
+        for row in self._rows:
+            row.length += 1
+        self._accept(list(self._rows), logits, 0)
+
+    def _accept(self, rows: list[_Row], logits: torch.Tensor, first_slot: int) -> None:
+        """Choose the next token of each row, stream its text, and retire the rows that finished."""
+        samplers = [r.sampler for r in rows]
+        penalise = any(r.request.params.repetition_penalty != 1.0 for r in rows)
+        seen = self._seen[first_slot : first_slot + len(rows)] if penalise else None
+        tokens = choose_tokens(logits.float(), samplers, seen)
+        now = time.perf_counter()
+        finished: list[tuple[_Row, FinishReason]] = []
+        for offset, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            row.last_token = token
+            row.generated += 1
+            if row.first_token_at is None:
+                row.first_token_at = now
+            self._seen[first_slot + offset, token] = True
+            reason = None
+            if token in self._eos and not row.request.params.ignore_eos:
+                reason = FinishReason.STOP
+            else:
+                piece = row.assembler.add(token)
+                if piece:
+                    self._emit(row, piece)
+                if row.assembler.stopped:
+                    reason = FinishReason.STOP
+            if reason is None and row.generated >= row.request.params.max_new_tokens:
+                reason = FinishReason.LENGTH
+            if reason is None and row.request.cancel_reason is not None:
+                reason = row.request.cancel_reason
+            if reason is not None:
+                finished.append((row, reason))
+        for row, reason in finished:
+            self._finish(row, reason)
+
+    # --- rows and columns -----------------------------------------------------------------------
+
+    def _finish(self, row: _Row, reason: FinishReason, error: str = "") -> None:
+        piece = row.assembler.finish()
+        if piece:
+            self._emit(row, piece)
+        now = time.perf_counter()
+        row.request.result = GenerationResult(
+            text=row.assembler.text,
+            prompt_tokens=len(row.request.prompt_ids),
+            completion_tokens=row.generated,
+            finish_reason=reason,
+            error=error,
+            token_ids=list(row.assembler.token_ids),
+            time_to_first_token=(row.first_token_at - row.request.submitted_at) if row.first_token_at else None,
+            generation_seconds=now - row.request.submitted_at,
+        )
+        slot = self._rows.index(row)
+        last = len(self._rows) - 1
+        if slot != last:
+            # Keep rows packed: the last row takes the finished row's place.
+            self._cache.move_row(last, slot, self._columns)
+            self._seen[slot] = self._seen[last]
+            self._rows[slot] = self._rows[last]
+        self._rows.pop()
+        if not self._rows:
+            self._columns = 0
+        row.request.done.set()
+
+    def _finish_unstarted(self, request: GenerationRequest, reason: FinishReason) -> None:
+        request.result = GenerationResult(
+            text="", prompt_tokens=len(request.prompt_ids), completion_tokens=0, finish_reason=reason
+        )
+        request.done.set()
+
+    def _emit(self, row: _Row, piece: str) -> None:
+        if row.request.on_text is None:
+            return
+        try:
+            row.request.on_text(piece)
+        except Exception:  # a listener's failure must not stop the batch
+            logger.exception("on_text callback failed for %s", row.request.request_id)
+
+    def _shift_right(self, by: int) -> None:
+        """Make room on the left for a longer prompt: every running row moves right by ``by``."""
+        if self._rows and self._columns:
+            self._cache.shift_columns(len(self._rows), 0, self._columns, by)
+        for row in self._rows:
+            row.start_column += by
+        self._columns += by
+
+    def _ensure_capacity(self, min_columns: int = 0) -> None:
+        """Room for one more column after ``max(columns, min_columns)``: first drop the columns no
+        running row uses any more, then grow the buffer (doubling) if that is not enough."""
+
+        def needed() -> int:
+            return max(self._columns, min_columns) + 1
+
+        if needed() <= self._cache.capacity:
+            return
+        if self._rows:
+            unused = min(r.start_column for r in self._rows)
+            if unused:
+                self._cache.shift_columns(len(self._rows), unused, self._columns, 0)
+                for row in self._rows:
+                    row.start_column -= unused
+                self._columns -= unused
+        if needed() > self._cache.capacity:
+            capacity = self._cache.capacity
+            while capacity < needed():
+                capacity *= 2
+            self._cache.grow(capacity)
+
+    def _additive_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        mask = torch.zeros(allowed.shape, dtype=dtype)
+        mask.masked_fill_(~allowed, self._mask_min)
+        return mask.to(self.device)

@@ -1,0 +1,67 @@
+"""The engine's vocabulary: what a request asks for and what it gets back. No Django here."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class FinishReason(enum.StrEnum):
+    LENGTH = "length"  # max_new_tokens reached
+    STOP = "stop"  # end-of-sequence token or a stop sequence
+    CANCELLED = "cancelled"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k filter
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False  # run to max_new_tokens even past end-of-sequence (benchmarks)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+    error: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    time_to_first_token: float | None = None  # seconds from submission to the first token
+    generation_seconds: float = 0.0
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt in the engine. ``on_text`` receives each new piece of text as it is produced."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_text: Callable[[str], None] | None = None
+    cancel_reason: FinishReason | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: GenerationResult | None = None
+    submitted_at: float = 0.0  # perf_counter() when the engine accepted it
+
+    def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """Ask the engine to stop this request at the next token boundary; text so far is kept."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+
+    def wait(self, timeout: float | None = None) -> GenerationResult | None:
+        self.done.wait(timeout)
+        return self.result

@@ -1,0 +1,65 @@
+"""Live output through Redis: one stream per job, so a late subscriber first reads what was
+already produced. Events: start (a worker claimed the job; attempt > 1 means start over), delta
+(new text), end (final status and token counts, published after the database commit)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+CANCEL_CHANNEL = "inkwell:cancel"
+
+
+def stream_key(job_id) -> str:
+    return f"inkwell:job:{job_id}:stream"
+
+
+@functools.cache
+def client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, health_check_interval=30)
+
+
+@functools.cache
+def async_client() -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+
+
+def publish_start(job_id, *, attempt: int) -> None:
+    key = stream_key(job_id)
+    pipe = client().pipeline()
+    pipe.delete(key)  # a new attempt starts from nothing
+    pipe.xadd(key, {"event": "start", "attempt": attempt})
+    pipe.expire(key, settings.STREAM_TTL_SECONDS)
+    pipe.execute()
+
+
+def publish_delta(job_id, text: str) -> None:
+    client().xadd(stream_key(job_id), {"event": "delta", "text": text})
+
+
+def end_payload(job) -> dict:
+    return {
+        "status": job.status,
+        "finish_reason": job.finish_reason,
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": job.completion_tokens,
+        "tokens_charged": job.tokens_charged,
+        "error": job.error_message,
+    }
+
+
+def publish_end(job) -> None:
+    key = stream_key(job.id)
+    pipe = client().pipeline()
+    pipe.xadd(key, {"event": "end", "data": json.dumps(end_payload(job))})
+    pipe.expire(key, settings.STREAM_TTL_SECONDS)
+    pipe.execute()
+
+
+def publish_cancel(job_id) -> None:
+    """Tell every worker to stop this job at its next token (the one running it will)."""
+    client().publish(CANCEL_CHANNEL, str(job_id))

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+from django.db import OperationalError
+
+from inference import services
+from inference.models import FinishReason
+from inference.worker import worker_name
+
+logger = logging.getLogger(__name__)
+
+FINISH_RETRIES = 5
+
+
+@shared_task(name="inference.run_generation", ignore_result=True, acks_late=True)
+def run_generation(job_id: str) -> None:
+    """Claim the job (a duplicate or late delivery claims nothing and stops here), run it on this
+    process's engine, record how it ended."""
+    from inference import runtime
+
+    job = services.job_claim(job_id=job_id, worker=worker_name())
+    if job is None:
+        return
+    try:
+        outcome = runtime.execute(job)
+    except Exception:
+        logger.exception("job %s failed", job_id)
+        outcome = services.JobOutcome(
+            text="",
+            completion_tokens=0,
+            finish_reason=FinishReason.ERROR,
+            error="The job failed on the server. Your quota was not charged; please try again.",
+        )
+    # The database may blink; the generated text is worth a few retries. If they all fail, the
+    # sweeper takes the job back once it is overdue.
+    for attempt in range(FINISH_RETRIES):
+        try:
+            services.job_finish(job=job, outcome=outcome)
+            return
+        except OperationalError:
+            logger.warning("recording job %s failed (attempt %d)", job_id, attempt + 1, exc_info=True)
+            time.sleep(2**attempt)
+    logger.error("could not record the end of job %s", job_id)
+
+
+@shared_task(name="inference.sweep_jobs", ignore_result=True)
+def sweep_jobs() -> str:
+    report = services.jobs_sweep()
+    if report.requeued or report.failed or report.resent:
+        logger.info("sweep: %s", report)
+    return str(report)

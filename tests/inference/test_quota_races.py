@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from billing.models import QuotaPeriod
+from inference.catalog import prompt_token_ids
+from inference.models import GenerationJob
+from tests.support import BASE_DIR, process_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_fifty_concurrent_submits_from_five_processes_with_room_for_ten_accept_exactly_ten(subscriber, pro_plan):
+    per_job = len(prompt_token_ids("inkwell-tiny", prompt="The lighthouse keeper")) + 20
+    pro_plan.monthly_token_allowance = per_job * 10
+    pro_plan.save()
+
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.inference.burst", str(subscriber.pk), "10"],
+            cwd=BASE_DIR,
+            env=process_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
+    outcomes: Counter = Counter()
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        outcomes.update(json.loads(out.strip().splitlines()[-1]))
+
+    assert outcomes == {"accepted": 10, "insufficient_quota": 40}
+    assert GenerationJob.objects.filter(user=subscriber).count() == 10
+    period = QuotaPeriod.objects.get(user=subscriber)
+    assert period.reserved == per_job * 10 == period.allowance
+    assert period.used == 0

@@ -1,0 +1,146 @@
+"""job_submit refuses bad input with a clear error, writes nothing and spends nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing.models import QuotaPeriod
+from inference.models import GenerationJob, JobStatus
+from inference.services import job_cancel, job_submit
+from saas.errors import ApplicationError, QuotaExceeded, RateLimited
+
+pytestmark = pytest.mark.django_db
+
+
+def _nothing_spent(user) -> bool:
+    no_jobs = not GenerationJob.objects.filter(user=user).exists()
+    periods = QuotaPeriod.objects.filter(user=user)
+    return no_jobs and all(p.reserved == 0 and p.used == 0 for p in periods)
+
+
+def test_a_valid_prompt_is_queued_with_its_tokens_reserved(owner):
+    job = job_submit(user=owner, prompt="The lighthouse keeper", max_new_tokens=50)
+
+    assert job.status == JobStatus.QUEUED
+    assert job.model == "inkwell-tiny"
+    assert job.queue == "gen.low"
+    assert job.prompt_tokens > 0
+    assert job.tokens_reserved == job.prompt_tokens + 50
+    period = QuotaPeriod.objects.get(user=owner)
+    assert (period.allowance, period.reserved, period.used) == (5_000, job.tokens_reserved, 0)
+
+
+def test_chat_messages_are_counted_through_the_chat_template(owner):
+    job = job_submit(user=owner, messages=[{"role": "user", "content": "Hello there"}], max_new_tokens=10)
+
+    # "### user\nHello there\n\n### assistant\n" is longer than the message alone.
+    assert job.prompt_tokens > 3
+    assert job.messages == [{"role": "user", "content": "Hello there"}]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        ({"prompt": "   "}, "prompt", "The prompt is empty"),
+        ({"prompt": "word " * 300}, "prompt", "your plan allows 100 per job"),
+        ({"prompt": "Hi", "max_new_tokens": 201}, "max_new_tokens", "between 1 and 200"),
+        ({"prompt": "Hi", "max_new_tokens": 0}, "max_new_tokens", "between 1 and 200"),
+        ({"prompt": "Hi", "temperature": 2.5}, "temperature", "between 0 and 2"),
+        ({"prompt": "Hi", "temperature": float("nan")}, "temperature", "between 0 and 2"),
+        ({"prompt": "Hi", "top_p": 0}, "top_p", "between 0.01 and 1"),
+        ({"prompt": "Hi", "top_k": -1}, "top_k", "between 0 and 1000"),
+        ({"prompt": "Hi", "top_k": 1.5}, "top_k", "must be an integer"),
+        ({"prompt": "Hi", "repetition_penalty": 3}, "repetition_penalty", "between 0.5 and 2"),
+        ({"prompt": "Hi", "seed": -1}, "seed", "between 0 and"),
+        ({"prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, "stop", "At most 4 stop sequences"),
+        ({"prompt": "Hi", "stop": [1]}, "stop", "a string or a list of strings"),
+        ({"prompt": "Hi", "model": "gpt-9"}, "model", "Unknown model 'gpt-9'"),
+        ({"prompt": "Hi", "messages": [{"role": "user", "content": "x"}]}, "prompt", "not both"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "must be one of"),
+        ({"messages": []}, "messages", "non-empty list"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_error_and_spends_nothing(owner, fields, param, message):
+    with pytest.raises(ApplicationError) as error:
+        job_submit(user=owner, **fields)
+
+    assert error.value.param == param
+    assert message in error.value.message
+    assert _nothing_spent(owner)
+
+
+def test_a_model_outside_the_plan_is_refused(owner, free_plan, settings):
+    settings.INFERENCE_MODELS = {**settings.INFERENCE_MODELS, "big": settings.INFERENCE_MODELS["inkwell-tiny"]}
+
+    with pytest.raises(ApplicationError) as error:
+        job_submit(user=owner, prompt="Hi", model="big")
+
+    assert error.value.code == "model_not_allowed"
+    assert "Your plan (Free) does not include the model 'big'" in error.value.message
+    assert _nothing_spent(owner)
+
+
+def test_prompt_plus_max_new_tokens_over_the_model_context_is_refused(subscriber, pro_plan):
+    pro_plan.max_prompt_tokens = 2000
+    pro_plan.save()
+
+    with pytest.raises(ApplicationError) as error:
+        job_submit(user=subscriber, prompt="word " * 400, max_new_tokens=1000)
+
+    assert error.value.param == "max_new_tokens"
+    assert "1,024-token context" in error.value.message
+    assert _nothing_spent(subscriber)
+
+
+def test_no_quota_left_says_how_much_remains_and_when_it_resets(owner):
+    first = job_submit(user=owner, prompt="Hi", max_new_tokens=200)
+    QuotaPeriod.objects.filter(user=owner).update(used=5_000 - first.tokens_reserved - 50)
+
+    with pytest.raises(QuotaExceeded) as error:
+        job_submit(user=owner, prompt="Hi", max_new_tokens=200)
+
+    assert error.value.status_code == 402
+    assert error.value.code == "insufficient_quota"
+    assert "50 remain until the reset on" in error.value.message
+    assert GenerationJob.objects.filter(user=owner).count() == 1
+    assert QuotaPeriod.objects.get(user=owner).reserved == first.tokens_reserved
+
+
+def test_over_the_concurrency_limit_is_refused(owner):
+    job_submit(user=owner, prompt="one", max_new_tokens=10)
+    job_submit(user=owner, prompt="two", max_new_tokens=10)
+
+    with pytest.raises(RateLimited) as error:
+        job_submit(user=owner, prompt="three", max_new_tokens=10)
+
+    assert error.value.code == "concurrency_limit_exceeded"
+    assert "allows 2 at once" in error.value.message
+    assert GenerationJob.objects.filter(user=owner).count() == 2
+
+
+def test_over_the_requests_per_minute_is_refused(owner, free_plan):
+    free_plan.max_concurrent_jobs = 100
+    free_plan.requests_per_minute = 3
+    free_plan.save()
+    for _ in range(3):
+        job_submit(user=owner, prompt="Hi", max_new_tokens=5)
+
+    with pytest.raises(RateLimited) as error:
+        job_submit(user=owner, prompt="Hi", max_new_tokens=5)
+
+    assert error.value.status_code == 429
+    assert error.value.code == "rate_limit_exceeded"
+    assert GenerationJob.objects.filter(user=owner).count() == 3
+
+
+def test_cancelling_a_queued_job_releases_its_reservation_at_once(owner):
+    job = job_submit(user=owner, prompt="Hi", max_new_tokens=100)
+
+    job = job_cancel(job=job)
+    again = job_cancel(job=job)
+
+    assert job.status == again.status == JobStatus.CANCELLED
+    assert job.finish_reason == "cancelled"
+    period = QuotaPeriod.objects.get(user=owner)
+    assert (period.reserved, period.used) == (0, 0)
+    assert job.usage.tokens_charged == 0
