@@ -7,12 +7,16 @@ Prints p50/p95/p99 of the task round-trip and, for scale, of a bare Redis PING.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/queue.py is named like the standard library's queue module: keep this folder off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import os
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings")
@@ -21,13 +25,13 @@ import django
 
 django.setup()
 
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
+import redis
+from django.conf import settings
+from django.core.management import call_command
 
-from saas.celery import ALL_QUEUES  # noqa: E402
-from saas.embedded import EmbeddedRedis, die_with_parent  # noqa: E402
-from saas.tasks import ping  # noqa: E402
+from saas.celery import ALL_QUEUES
+from saas.embedded import EmbeddedRedis, die_with_parent
+from saas.tasks import ping
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:

@@ -216,7 +216,7 @@ def job_submit(
         period = quota_period_open(user=user, entitlements=entitlements)
         # Lock the ledger row: concurrent submits of one user are serialised from here on, so the
         # concurrency count below cannot be raced past.
-        QuotaPeriod.objects.select_for_update().filter(pk=period.pk).exists()
+        QuotaPeriod.objects.select_for_update().get(pk=period.pk)
         active = GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES).count()
         if active >= entitlements.max_concurrent_jobs:
             raise RateLimited(

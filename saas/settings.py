@@ -176,6 +176,8 @@ if not INFERENCE_MODELS:
     raise ImproperlyConfigured("INFERENCE_MODELS must list at least one name=source pair")
 INFERENCE_DEVICE = env.str("INFERENCE_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
 INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="auto")  # auto | float32 | bfloat16 | float16 | int8
+# "transformers" runs the models; "noop" answers every job at once with no text (queue benchmarks).
+INFERENCE_ENGINE = env.str("INFERENCE_ENGINE", default="transformers")
 ENGINE_MAX_BATCH = env.int("ENGINE_MAX_BATCH", default=32)
 ENGINE_PREFILL_TOKENS = env.int("ENGINE_PREFILL_TOKENS", default=1024)
 WORKER_CONCURRENCY = WORKER_CONCURRENCY or ENGINE_MAX_BATCH + 2
