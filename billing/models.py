@@ -119,8 +119,8 @@ class UsageRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField()
     completion_tokens = models.PositiveIntegerField()
     tokens_charged = models.PositiveIntegerField()
-    queue_wait_ms = models.PositiveIntegerField(default=0)
-    run_ms = models.PositiveIntegerField(default=0)
+    queue_wait_ms = models.PositiveBigIntegerField(default=0)
+    run_ms = models.PositiveBigIntegerField(default=0)
     worker = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

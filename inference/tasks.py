@@ -43,6 +43,19 @@ def run_generation(job_id: str) -> None:
         except OperationalError:
             logger.warning("recording job %s failed (attempt %d)", job_id, attempt + 1, exc_info=True)
             time.sleep(2**attempt)
+        except Exception:
+            # Not transient: record a failure instead, so the job ends now and its quota is released.
+            logger.exception("recording job %s failed; marking it failed", job_id)
+            services.job_finish(
+                job=job,
+                outcome=services.JobOutcome(
+                    text=outcome.text,
+                    completion_tokens=0,
+                    finish_reason=FinishReason.ERROR,
+                    error="The job could not be recorded. Your quota was not charged; please try again.",
+                ),
+            )
+            return
     logger.error("could not record the end of job %s", job_id)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(subscriber, artifacts
 
     job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=20, temperature=0)
     redis.Redis.from_url(settings.REDIS_URL).delete(job.queue)  # the broker lost it
-    type(job).objects.filter(pk=job.pk).update(enqueued_at=None, created_at=job.created_at.replace(year=2000))
+    type(job).objects.filter(pk=job.pk).update(enqueued_at=None, created_at=job.created_at - timedelta(hours=1))
 
     report = jobs_sweep()
 
