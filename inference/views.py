@@ -49,6 +49,7 @@ async def job_events(job: GenerationJob) -> AsyncIterator[str]:
     redis = streams.async_client()
     key = streams.stream_key(job.id)
     yield _event("status", {"status": job.status})
+    status = job.status
     sent = ""
     last_id = "0"
     first = True
@@ -76,7 +77,9 @@ async def job_events(job: GenerationJob) -> AsyncIterator[str]:
                     # The worker died and the job started over on another one.
                     sent, deltas = "", []
                     yield _event("reset", {})
-                yield _event("status", {"status": "running"})
+                if status != "running":
+                    status = "running"
+                    yield _event("status", {"status": status})
             elif kind == "delta":
                 deltas.append(fields["text"])
             elif kind == "end":

@@ -42,6 +42,14 @@ def _kill_while_running(job, log_dir, name: str, attempt: int) -> None:
     time.sleep(STALE + 0.5)  # its heartbeat goes stale
 
 
+def _finish_on_a_new_worker(job, log_dir, name: str):
+    worker = start_worker(log_dir, name=name)
+    try:
+        return wait_until_final(job)
+    finally:
+        worker.stop()
+
+
 def test_a_job_whose_worker_is_killed_is_requeued_and_charged_once(subscriber, artifacts_dir):
     job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=1000, temperature=0)
     _kill_while_running(job, artifacts_dir / "logs", "doomed", attempt=1)
@@ -52,11 +60,7 @@ def test_a_job_whose_worker_is_killed_is_requeued_and_charged_once(subscriber, a
     job.refresh_from_db()
     assert (job.status, job.attempts, job.worker) == (JobStatus.QUEUED, 1, "")
     assert QuotaPeriod.objects.get(user=subscriber).used == 0
-    rescuer = start_worker(artifacts_dir / "logs", name="rescuer")
-    try:
-        job = wait_until_final(job)
-    finally:
-        rescuer.stop()
+    job = _finish_on_a_new_worker(job, artifacts_dir / "logs", "rescuer")
     assert job.status == JobStatus.SUCCEEDED
     assert job.attempts == 2
     period = QuotaPeriod.objects.get(user=subscriber)
@@ -93,9 +97,5 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(subscriber, artifacts
     report = jobs_sweep()
 
     assert report.resent == [str(job.pk)]
-    worker = start_worker(artifacts_dir / "logs", name="late")
-    try:
-        job = wait_until_final(job)
-    finally:
-        worker.stop()
+    job = _finish_on_a_new_worker(job, artifacts_dir / "logs", "late")
     assert job.status == JobStatus.SUCCEEDED
