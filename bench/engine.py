@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+from transformers import LogitsProcessor
 
 from inference.engine.demo import CORPUS, build_demo_model
 from inference.engine.registry import ModelSpec, load_model
@@ -54,17 +55,31 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+class FirstToken(LogitsProcessor):
+    """A logits processor that notes when generate chooses its first token (prefill done)."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.at is None:
+            self.at = time.perf_counter()
+        return scores
+
+
 def run_naive(model, jobs):
     outputs, ttft = [], []
     start = time.perf_counter()
     for prompt, new in jobs:
         ids = torch.tensor([prompt])
+        first = FirstToken()
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False
-        )
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+            logits_processor=[first],
+        )  # fmt: skip
         outputs.append(out[0, len(prompt) :].tolist())
-        # The first token of job i comes after every job before it has finished.
-        ttft.append(time.perf_counter() - start)
+        # Every job arrived at the start; job i begins after all jobs before it finished.
+        ttft.append(first.at - start)
     return time.perf_counter() - start, outputs, ttft
 
 
@@ -73,18 +88,20 @@ def run_static(model, tokenizer, jobs, batch_size: int):
     ttft = [0.0] * len(jobs)
     start = time.perf_counter()
     for first in range(0, len(jobs), batch_size):
-        batch = jobs[first : first + batch_size]
+        batch = jobs[first : first + batch_size]  # arrival order, as a static batcher would take them
         longest = max(len(p) for p, _ in batch)
         pad = tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (longest - len(p)) + p for p, _ in batch])
         mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p, _ in batch])
         steps = max(n for _, n in batch)
-        batch_start = time.perf_counter()
-        out = model.generate(ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
+        first_token = FirstToken()
+        out = model.generate(
+            ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+            logits_processor=[first_token],
+        )  # fmt: skip
         for offset, (_, new) in enumerate(batch):
             outputs[first + offset] = out[offset, longest : longest + new].tolist()
-            # Approximate: the batch's first token comes after its prefill, about one step in.
-            ttft[first + offset] = batch_start - start + (time.perf_counter() - batch_start) / steps
+            ttft[first + offset] = first_token.at - start
     return time.perf_counter() - start, outputs, ttft
 
 
