@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from billing.models import Plan, QuotaPeriod, Subscription, UsageRecord
+from billing.models import BillingCustomer, Plan, QuotaPeriod, Subscription, UsageRecord, WebhookEvent
+from billing.services import plan_stripe_sync
 
 
 @admin.register(Plan)
@@ -13,6 +14,15 @@ class PlanAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_editable = ("order",)
     prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("stripe_price_id", "stripe_product_id")
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        # A paid plan gets its Stripe Product and Price (a new Price when the amount changes).
+        try:
+            plan_stripe_sync(plan=obj)
+        except Exception as exc:
+            self.message_user(request, f"Saved, but Stripe could not be updated: {exc}", level=messages.ERROR)
 
 
 @admin.register(Subscription)
@@ -39,3 +49,19 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = ("user",)
     search_fields = ("user__email",)
     raw_id_fields = ("user", "job", "quota_period")
+
+
+@admin.register(BillingCustomer)
+class BillingCustomerAdmin(admin.ModelAdmin):
+    list_display = ("user", "stripe_customer_id", "created_at")
+    list_select_related = ("user",)
+    search_fields = ("user__email", "stripe_customer_id")
+    raw_id_fields = ("user",)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ("received_at", "type", "stripe_event_id", "status", "attempts")
+    list_filter = ("status", "type")
+    search_fields = ("stripe_event_id",)
+    readonly_fields = ("stripe_event_id", "type", "stripe_created_at", "payload", "status", "error", "attempts")

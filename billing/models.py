@@ -18,7 +18,13 @@ class Plan(models.Model):
     slug = models.SlugField(max_length=40, unique=True)
     price_cents = models.PositiveIntegerField(default=0, help_text="Monthly price shown to customers, in cents.")
     currency = models.CharField(max_length=3, default="usd")
-    stripe_price_id = models.CharField(max_length=255, blank=True, help_text="Blank for a free plan.")
+    stripe_price_id = models.CharField(
+        max_length=255, blank=True, help_text="Set by saving the plan (Stripe sync); blank for a free plan."
+    )
+    stripe_product_id = models.CharField(max_length=255, blank=True, editable=False)
+    # The amount and currency the current Stripe price was created with: a change makes a new Price.
+    stripe_price_cents = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    stripe_price_currency = models.CharField(max_length=3, blank=True, editable=False)
     monthly_token_allowance = models.PositiveBigIntegerField(help_text="Prompt + completion tokens per period.")
     max_new_tokens = models.PositiveIntegerField(help_text="Most tokens one job may generate.")
     max_prompt_tokens = models.PositiveIntegerField(help_text="Longest prompt one job may send.")
@@ -43,6 +49,14 @@ class Plan(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def price_display(self) -> str:
+        if not self.price_cents:
+            return "Free"
+        symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(self.currency, self.currency.upper() + " ")
+        whole, cents = divmod(self.price_cents, 100)
+        return f"{symbol}{whole:,}" + (f".{cents:02d}" if cents else "")
+
 
 class SubscriptionStatus(models.TextChoices):
     # Stripe's subscription statuses.
@@ -56,8 +70,20 @@ class SubscriptionStatus(models.TextChoices):
     PAUSED = "paused"
 
 
+class BillingCustomer(models.Model):
+    """The user's Stripe customer: created once, reused for every Checkout and Portal session."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_customer")
+    stripe_customer_id = models.CharField(max_length=255, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.stripe_customer_id
+
+
 class Subscription(models.Model):
-    """A user's paid plan, mirrored from Stripe (the Subscriptions issue keeps it in sync)."""
+    """A user's paid plan: a mirror of Stripe's subscription object, recomputed from it on every
+    event (never incremented), so duplicate, late or out-of-order events converge."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
@@ -65,7 +91,14 @@ class Subscription(models.Model):
     current_period_start = models.DateTimeField()
     current_period_end = models.DateTimeField()
     cancel_at_period_end = models.BooleanField(default=False)
-    stripe_subscription_id = models.CharField(max_length=255, blank=True)
+    stripe_subscription_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    stripe_customer_id = models.CharField(max_length=255, blank=True)
+    stripe_price_id = models.CharField(max_length=255, blank=True)
+    # Stripe's time of the newest state applied: an older event's object is ignored.
+    stripe_synced_at = models.DateTimeField(null=True, blank=True)
+    past_due_since = models.DateTimeField(null=True, blank=True)
+    payment_failed_at = models.DateTimeField(null=True, blank=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -74,6 +107,32 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} on {self.plan} ({self.status})"
+
+
+class WebhookStatus(models.TextChoices):
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class WebhookEvent(models.Model):
+    """Every Stripe event received, once: the unique id makes a duplicate delivery do nothing."""
+
+    stripe_event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    stripe_created_at = models.DateTimeField()
+    payload = models.JSONField()
+    status = models.CharField(max_length=12, choices=WebhookStatus.choices)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.stripe_event_id} ({self.status})"
 
 
 class QuotaPeriod(models.Model):

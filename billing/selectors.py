@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import Plan, QuotaPeriod, Subscription, SubscriptionStatus
 from saas.errors import ApplicationError
 
-# Statuses in which a subscription's plan applies.
+# Statuses in which a subscription's plan applies (past_due too, for a grace period).
 ENTITLED_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)
 
 
@@ -20,6 +22,17 @@ class Entitlements:
     subscription: Subscription | None
     period_start: datetime
     period_end: datetime
+
+    @property
+    def in_grace(self) -> bool:
+        """A failed renewal: the plan still applies until the grace period ends."""
+        return self.subscription is not None and self.subscription.status == SubscriptionStatus.PAST_DUE
+
+    @property
+    def grace_ends_at(self) -> datetime | None:
+        if not self.in_grace:
+            return None
+        return self.subscription.past_due_since + timedelta(days=settings.BILLING_GRACE_DAYS)
 
     @property
     def monthly_token_allowance(self) -> int:
@@ -73,9 +86,11 @@ def calendar_month(now: datetime) -> tuple[datetime, datetime]:
 
 def entitlements_for(user, *, now: datetime | None = None) -> Entitlements:
     now = now or timezone.now()
+    grace_start = now - timedelta(days=settings.BILLING_GRACE_DAYS)
     subscription = (
         Subscription.objects.select_related("plan")
-        .filter(user=user, status__in=ENTITLED_STATUSES, current_period_end__gt=now)
+        .filter(user=user, current_period_end__gt=now)
+        .filter(Q(status__in=ENTITLED_STATUSES) | Q(status=SubscriptionStatus.PAST_DUE, past_due_since__gt=grace_start))
         .order_by("-current_period_end")
         .first()
     )
@@ -92,3 +107,12 @@ def entitlements_for(user, *, now: datetime | None = None) -> Entitlements:
 
 def quota_period_for(user, *, entitlements: Entitlements) -> QuotaPeriod | None:
     return QuotaPeriod.objects.filter(user=user, period_start=entitlements.period_start).first()
+
+
+def subscription_latest(user) -> Subscription | None:
+    """The user's most recent subscription in any status (for the billing page)."""
+    return Subscription.objects.select_related("plan").filter(user=user).order_by("-created_at").first()
+
+
+def public_plans():
+    return Plan.objects.filter(is_active=True, is_public=True).order_by("order", "price_cents")

@@ -1,10 +1,28 @@
 from __future__ import annotations
 
-from django.db.models import F
+import json
+import time
+from datetime import datetime
 
-from billing.models import Plan, QueuePriority, QuotaPeriod
-from billing.selectors import Entitlements
-from saas.errors import QuotaExceeded
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing import sandbox, stripe_client
+from billing.models import (
+    BillingCustomer,
+    Plan,
+    QueuePriority,
+    QuotaPeriod,
+    Subscription,
+    SubscriptionStatus,
+    WebhookEvent,
+    WebhookStatus,
+)
+from billing.selectors import Entitlements, entitlements_for
+from saas.errors import ApplicationError, Conflict, QuotaExceeded
 
 
 def quota_period_open(*, user, entitlements: Entitlements) -> QuotaPeriod:
@@ -98,5 +116,328 @@ def plans_seed(*, models: list[str]) -> list[Plan]:
             slug=values["slug"], defaults={**values, "allowed_models": allowed}
         )
         if was_created:
+            plan_stripe_sync(plan=plan)
             created.append(plan)
     return created
+
+
+# --- Stripe: customers, Checkout, Portal ------------------------------------------------------------
+
+
+def customer_ensure(*, user) -> str:
+    """The user's Stripe customer id, created once (the idempotency key makes a race create one)."""
+    existing = BillingCustomer.objects.filter(user=user).first()
+    if existing is not None:
+        return existing.stripe_customer_id
+    if settings.BILLING_SANDBOX:
+        customer_id = sandbox.customer_id(user)
+    else:
+        customer = stripe_client.client().v1.customers.create(
+            params={"email": user.email, "metadata": {"user_id": str(user.pk)}},
+            options={"idempotency_key": f"inkwell-customer-{user.pk}"},
+        )
+        customer_id = customer.id
+    record, _ = BillingCustomer.objects.get_or_create(user=user, defaults={"stripe_customer_id": customer_id})
+    return record.stripe_customer_id
+
+
+def checkout_start(*, user, plan: Plan, success_url: str, cancel_url: str) -> str:
+    """A Stripe Checkout session (mode subscription) for ``plan``; returns the URL to send the user to.
+    Nothing is granted here: only the webhook that Stripe sends after payment grants the plan."""
+    if not plan.is_active or not plan.stripe_price_id or plan.price_cents == 0:
+        raise ApplicationError(f"The {plan.name} plan cannot be bought.", code="plan_not_for_sale")
+    if entitlements_for(user).subscription is not None:
+        raise Conflict("You already have a subscription: change it in the billing portal.", code="already_subscribed")
+    customer_id = customer_ensure(user=user)
+    if settings.BILLING_SANDBOX:
+        return sandbox.checkout_url(
+            user=user, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
+        )
+    window = int(time.time() // 600)  # a double click within ten minutes reuses the same session
+    session = stripe_client.client().v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer_id,
+            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+            "success_url": success_url + "?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": cancel_url,
+            "client_reference_id": str(user.pk),
+            "metadata": {"user_id": str(user.pk), "plan": plan.slug},
+            "subscription_data": {"metadata": {"user_id": str(user.pk), "plan": plan.slug}},
+        },
+        options={"idempotency_key": f"inkwell-checkout-{user.pk}-{plan.stripe_price_id}-{window}"},
+    )
+    return session.url
+
+
+def portal_start(*, user, return_url: str) -> str:
+    customer = BillingCustomer.objects.filter(user=user).first()
+    if customer is None:
+        raise ApplicationError("You have no subscription to manage yet: pick a plan first.", code="no_customer")
+    if settings.BILLING_SANDBOX:
+        return sandbox.portal_url(user=user, return_url=return_url)
+    session = stripe_client.client().v1.billing_portal.sessions.create(
+        params={"customer": customer.stripe_customer_id, "return_url": return_url},
+        options={"idempotency_key": f"inkwell-portal-{user.pk}-{int(time.time() // 60)}"},
+    )
+    return session.url
+
+
+# --- Stripe: webhooks ---------------------------------------------------------------------------------
+
+
+class RetryLater(Exception):
+    """The event cannot be applied yet (say, an invoice for a subscription not seen yet): answer
+    5xx so that Stripe delivers it again later."""
+
+
+def _user_for(customer_id: str | None, metadata: dict | None):
+    customer = BillingCustomer.objects.select_related("user").filter(stripe_customer_id=customer_id).first()
+    if customer is not None:
+        return customer.user
+    user_id = (metadata or {}).get("user_id")
+    if user_id:
+        return get_user_model().objects.filter(pk=user_id).first()
+    return None
+
+
+def quota_period_grant(*, user, period_start, period_end, allowance: int) -> QuotaPeriod:
+    """A billing period's ledger row with at least ``allowance``: created once per period (a new
+    period starts fresh exactly once), raised on an upgrade, never lowered mid-period."""
+    period, created = QuotaPeriod.objects.get_or_create(
+        user=user, period_start=period_start, defaults={"period_end": period_end, "allowance": allowance}
+    )
+    if not created:
+        QuotaPeriod.objects.filter(pk=period.pk, allowance__lt=allowance).update(allowance=allowance)
+        period.refresh_from_db()
+    return period
+
+
+def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscription:
+    """Recompute the local subscription from Stripe's object. ``as_of`` is when Stripe produced that
+    state (the event's time): an older state than the one stored changes nothing, and a canceled
+    subscription stays canceled, so late and out-of-order events converge."""
+    obj = stripe_subscription
+    user = _user_for(stripe_client.object_id(obj.get("customer")), obj.get("metadata"))
+    if user is None:
+        raise ApplicationError(f"Subscription {obj['id']} belongs to no Inkwell customer.", code="unknown_customer")
+    price_id = stripe_client.subscription_price_id(obj)
+    plan = Plan.objects.filter(stripe_price_id=price_id).first()
+    if plan is None:
+        raise ApplicationError(
+            f"Subscription {obj['id']} has price {price_id}, which no plan sells.", code="unknown_price"
+        )
+    period_start, period_end = stripe_client.subscription_period(obj)
+    status = obj["status"]
+    local = Subscription.objects.select_for_update().filter(stripe_subscription_id=obj["id"]).first()
+    if local is not None:
+        if local.stripe_synced_at and as_of < local.stripe_synced_at:
+            return local
+        if local.status == SubscriptionStatus.CANCELED and status != SubscriptionStatus.CANCELED:
+            return local
+    local = local or Subscription(stripe_subscription_id=obj["id"])
+    local.user = user
+    local.plan = plan
+    local.status = status
+    local.current_period_start = period_start
+    local.current_period_end = period_end
+    local.cancel_at_period_end = bool(obj.get("cancel_at_period_end"))
+    local.stripe_customer_id = stripe_client.object_id(obj.get("customer")) or ""
+    local.stripe_price_id = price_id or ""
+    local.stripe_synced_at = as_of
+    local.canceled_at = stripe_client.as_datetime(obj.get("ended_at") or obj.get("canceled_at"))
+    if status == SubscriptionStatus.PAST_DUE:
+        local.past_due_since = local.past_due_since or as_of
+    else:
+        local.past_due_since = None
+    local.save()
+    if status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING):
+        quota_period_grant(
+            user=user, period_start=period_start, period_end=period_end, allowance=plan.monthly_token_allowance
+        )
+    return local
+
+
+def _on_checkout_completed(session: dict, as_of: datetime) -> None:
+    customer_id = stripe_client.object_id(session.get("customer"))
+    user = _user_for(customer_id, {"user_id": session.get("client_reference_id")})
+    if user is not None and customer_id:
+        BillingCustomer.objects.get_or_create(user=user, defaults={"stripe_customer_id": customer_id})
+
+
+def _on_subscription(subscription: dict, as_of: datetime) -> None:
+    subscription_sync(stripe_subscription=subscription, as_of=as_of)
+
+
+def _local_subscription_for(invoice: dict) -> Subscription | None:
+    subscription_id = stripe_client.invoice_subscription_id(invoice)
+    if subscription_id is None:
+        return None  # not a subscription invoice
+    local = Subscription.objects.select_for_update().filter(stripe_subscription_id=subscription_id).first()
+    if local is None:
+        raise RetryLater(f"invoice {invoice.get('id')} names subscription {subscription_id}, not seen yet")
+    return local
+
+
+def _on_invoice_paid(invoice: dict, as_of: datetime) -> None:
+    local = _local_subscription_for(invoice)
+    if local is None:
+        return
+    period_start, period_end = stripe_client.invoice_period(invoice)
+    quota_period_grant(
+        user=local.user, period_start=period_start, period_end=period_end, allowance=local.plan.monthly_token_allowance
+    )
+    Subscription.objects.filter(pk=local.pk).update(payment_failed_at=None)
+
+
+def _on_invoice_payment_failed(invoice: dict, as_of: datetime) -> None:
+    local = _local_subscription_for(invoice)
+    if local is not None and local.payment_failed_at is None:
+        Subscription.objects.filter(pk=local.pk).update(payment_failed_at=as_of)
+
+
+WEBHOOK_HANDLERS = {
+    "checkout.session.completed": _on_checkout_completed,
+    "customer.subscription.created": _on_subscription,
+    "customer.subscription.updated": _on_subscription,
+    "customer.subscription.deleted": _on_subscription,
+    "invoice.paid": _on_invoice_paid,
+    "invoice.payment_failed": _on_invoice_payment_failed,
+}
+
+
+def webhook_event_apply(*, event: dict) -> WebhookEvent:
+    """Apply one verified event exactly once. The event's row and every change it causes commit
+    together; a duplicate (even one arriving at the same moment) finds the row and does nothing.
+    On failure everything rolls back, the failure is recorded, and the error propagates (5xx)."""
+    created_at = stripe_client.as_datetime(event["created"])
+    try:
+        with transaction.atomic():
+            record, created = WebhookEvent.objects.select_for_update().get_or_create(
+                stripe_event_id=event["id"],
+                defaults={
+                    "type": event["type"],
+                    "stripe_created_at": created_at,
+                    "payload": event,
+                    "status": WebhookStatus.FAILED,
+                },
+            )
+            if not created and record.status != WebhookStatus.FAILED:
+                return record
+            handler = WEBHOOK_HANDLERS.get(event["type"])
+            if handler is not None:
+                handler(event["data"]["object"], created_at)
+            record.status = WebhookStatus.PROCESSED if handler else WebhookStatus.IGNORED
+            record.error = ""
+            record.processed_at = timezone.now()
+            if not created:
+                record.attempts += 1
+            record.save()
+            return record
+    except Exception as exc:
+        _webhook_failure_record(event=event, created_at=created_at, error=f"{exc.__class__.__name__}: {exc}")
+        raise
+
+
+def _webhook_failure_record(*, event: dict, created_at: datetime, error: str) -> None:
+    with transaction.atomic():
+        record, created = WebhookEvent.objects.select_for_update().get_or_create(
+            stripe_event_id=event["id"],
+            defaults={
+                "type": event["type"],
+                "stripe_created_at": created_at,
+                "payload": event,
+                "status": WebhookStatus.FAILED,
+                "error": error,
+            },
+        )
+        if not created and record.status == WebhookStatus.FAILED:
+            WebhookEvent.objects.filter(pk=record.pk).update(error=error, attempts=F("attempts") + 1)
+
+
+def webhook_receive(*, payload: bytes, signature: str) -> WebhookEvent:
+    """Verify and apply one delivery. Raises stripe's SignatureVerificationError or ValueError for a
+    bad, missing or stale signature (nothing is written)."""
+    stripe_client.construct_event(payload, signature)
+    return webhook_event_apply(event=json.loads(payload))
+
+
+# --- Stripe: reconcile and plan sync ----------------------------------------------------------------
+
+
+def _describe(subscription: Subscription | None) -> str:
+    if subscription is None:
+        return "missing"
+    return (
+        f"{subscription.plan.slug}/{subscription.status}/until {subscription.current_period_end:%Y-%m-%d}"
+        f"{'/cancels' if subscription.cancel_at_period_end else ''}"
+    )
+
+
+def subscriptions_reconcile() -> list[str]:
+    """Read every subscription from Stripe and repair local state that differs (a lost webhook).
+    Stripe's current object is the truth, so it is applied as of now. Returns what changed."""
+    changes = []
+    listing = stripe_client.client().v1.subscriptions.list(params={"status": "all", "limit": 100})
+    for remote in listing.auto_paging_iter():
+        obj = remote.to_dict()
+        with transaction.atomic():
+            before = Subscription.objects.filter(stripe_subscription_id=obj["id"]).select_related("plan").first()
+            before_text = _describe(before)
+            try:
+                after = subscription_sync(stripe_subscription=obj, as_of=timezone.now())
+            except ApplicationError as error:
+                changes.append(f"{obj['id']}: skipped ({error.message})")
+                continue
+            after_text = _describe(after)
+        if before_text != after_text:
+            changes.append(f"{obj['id']} ({after.user.email}): {before_text} -> {after_text}")
+    return changes
+
+
+def plan_stripe_sync(*, plan: Plan) -> Plan:
+    """Create or update the plan's Stripe Product and Price. Prices are immutable in Stripe: a new
+    amount or currency makes a new Price, and the old one is archived."""
+    if plan.price_cents == 0:
+        return plan
+    if settings.BILLING_SANDBOX:
+        plan.stripe_price_id = sandbox.price_id(plan)
+        plan.stripe_price_cents, plan.stripe_price_currency = plan.price_cents, plan.currency
+        Plan.objects.filter(pk=plan.pk).update(
+            stripe_price_id=plan.stripe_price_id,
+            stripe_price_cents=plan.stripe_price_cents,
+            stripe_price_currency=plan.stripe_price_currency,
+        )
+        return plan
+    stripe = stripe_client.client()
+    if not plan.stripe_product_id:
+        product = stripe.v1.products.create(
+            params={"name": f"Inkwell {plan.name}", "metadata": {"plan": plan.slug}},
+            options={"idempotency_key": f"inkwell-product-{plan.pk}"},
+        )
+        plan.stripe_product_id = product.id
+    else:
+        stripe.v1.products.update(plan.stripe_product_id, params={"name": f"Inkwell {plan.name}"})
+    if (plan.stripe_price_cents, plan.stripe_price_currency) != (plan.price_cents, plan.currency):
+        old_price = plan.stripe_price_id
+        price = stripe.v1.prices.create(
+            params={
+                "product": plan.stripe_product_id,
+                "unit_amount": plan.price_cents,
+                "currency": plan.currency,
+                "recurring": {"interval": "month"},
+                "metadata": {"plan": plan.slug},
+            },
+            options={"idempotency_key": f"inkwell-price-{plan.pk}-{plan.price_cents}-{plan.currency}"},
+        )
+        plan.stripe_price_id = price.id
+        plan.stripe_price_cents, plan.stripe_price_currency = plan.price_cents, plan.currency
+        if old_price:
+            stripe.v1.prices.update(old_price, params={"active": False})
+    Plan.objects.filter(pk=plan.pk).update(
+        stripe_product_id=plan.stripe_product_id,
+        stripe_price_id=plan.stripe_price_id,
+        stripe_price_cents=plan.stripe_price_cents,
+        stripe_price_currency=plan.stripe_price_currency,
+    )
+    return plan

@@ -101,6 +101,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "billing.context_processors.billing",
             ],
         },
     },
@@ -188,6 +189,23 @@ JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 JOB_REQUEUE_AFTER_SECONDS = env.int("JOB_REQUEUE_AFTER_SECONDS", default=600)
 SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)
 STREAM_TTL_SECONDS = env.int("STREAM_TTL_SECONDS", default=3600)
+
+# --- Billing (Stripe) ---------------------------------------------------------------------------
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default=_required_in_production("STRIPE_SECRET_KEY", ""))
+STRIPE_WEBHOOK_SECRET = env.str(
+    "STRIPE_WEBHOOK_SECRET", default=_required_in_production("STRIPE_WEBHOOK_SECRET", "whsec_inkwell_sandbox_local")
+)
+# The API version every request and every webhook payload is read with (stripe-python 16.1's own).
+STRIPE_API_VERSION = "2026-10-28.endive"
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")  # e.g. a localstripe server in tests
+STRIPE_DASHBOARD_URL = env.str("STRIPE_DASHBOARD_URL", default="https://dashboard.stripe.com")
+# Without a Stripe key, local and test run billing in a sandbox that plays Stripe's part: its
+# checkout page sends the same signed events to the same webhook endpoint. Never in production.
+BILLING_SANDBOX = not STRIPE_SECRET_KEY
+if PRODUCTION and BILLING_SANDBOX:
+    raise ImproperlyConfigured("the billing sandbox cannot run in production: set STRIPE_SECRET_KEY")
+BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=3)
+WEBHOOK_TOLERANCE_SECONDS = 300
 
 # --- Accounts ---------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

@@ -10,5 +10,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("accounts/", include("allauth.urls")),
     path("", include("inference.urls")),
+    path("", include("billing.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -15,6 +15,8 @@ PRODUCTION = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "ALLOWED_HOSTS": "inkwell.example.com",
     "EMAIL_URL": "smtp://mail.example.com:587",
+    "STRIPE_SECRET_KEY": "sk_test_ci",
+    "STRIPE_WEBHOOK_SECRET": "whsec_ci",
 }
 
 
@@ -38,7 +40,18 @@ def test_production_profile_starts_with_every_required_setting():
     assert result.stdout.split() == ["False", "31536000"]
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "EMAIL_URL"])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ALLOWED_HOSTS",
+        "EMAIL_URL",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+    ],
+)
 def test_production_profile_refuses_to_start_without_a_required_setting(missing):
     env = {k: v for k, v in PRODUCTION.items() if k != missing}
 
@@ -53,3 +66,10 @@ def test_an_unknown_profile_is_refused():
 
     assert result.returncode != 0
     assert "INKWELL_ENV must be local, test or production" in result.stderr
+
+
+def test_the_billing_sandbox_cannot_run_in_production():
+    result = _load_settings({**PRODUCTION, "STRIPE_SECRET_KEY": ""})
+
+    assert result.returncode != 0
+    assert "the billing sandbox cannot run in production" in result.stderr

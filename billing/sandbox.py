@@ -1,0 +1,209 @@
+"""The billing sandbox: Stripe's part, played locally when no Stripe key is configured (local and
+test profiles only; production refuses to start without a key).
+
+Its checkout and portal pages produce the events Stripe would send, shaped like the pinned API
+version and signed with the webhook secret, and deliver them to the same webhook endpoint (through a
+Celery task, asynchronously, as Stripe does). From the webhook on, nothing knows it is a sandbox.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from dateutil.relativedelta import relativedelta
+from django.core import signing
+from django.urls import reverse
+
+SALT = "inkwell.billing.sandbox"
+MAX_AGE = 24 * 3600
+
+
+def customer_id(user) -> str:
+    return f"cus_sandbox_{user.pk}_{uuid.uuid4().hex[:8]}"
+
+
+def price_id(plan) -> str:
+    return f"price_sandbox_{plan.slug}_{plan.price_cents}{plan.currency}"
+
+
+def checkout_url(*, user, plan, customer_id: str, success_url: str, cancel_url: str) -> str:
+    token = signing.dumps(
+        {"user": user.pk, "plan": plan.pk, "customer": customer_id, "success": success_url, "cancel": cancel_url},
+        salt=SALT,
+    )
+    return reverse("billing:sandbox-checkout", args=[token])
+
+
+def portal_url(*, user, return_url: str) -> str:
+    return reverse("billing:sandbox-portal", args=[signing.dumps({"user": user.pk, "return": return_url}, salt=SALT)])
+
+
+def read_token(token: str) -> dict:
+    """Raises signing.BadSignature (or SignatureExpired) for a forged or old link."""
+    return signing.loads(token, salt=SALT, max_age=MAX_AGE)
+
+
+def _ts(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def subscription_object(
+    *,
+    subscription_id: str,
+    customer: str,
+    price: str,
+    user_id: int,
+    status: str,
+    period_start: datetime,
+    period_end: datetime,
+    cancel_at_period_end: bool = False,
+    ended_at: datetime | None = None,
+) -> dict:
+    """A subscription as API 2026-10-28 shapes it: the billing period is on the item."""
+    return {
+        "id": subscription_id,
+        "object": "subscription",
+        "customer": customer,
+        "status": status,
+        "cancel_at_period_end": cancel_at_period_end,
+        "canceled_at": _ts(ended_at) if ended_at else None,
+        "ended_at": _ts(ended_at) if ended_at else None,
+        "created": _ts(period_start),
+        "livemode": False,
+        "metadata": {"user_id": str(user_id)},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"si_{subscription_id[4:]}",
+                    "object": "subscription_item",
+                    "price": {"id": price, "object": "price", "recurring": {"interval": "month"}},
+                    "quantity": 1,
+                    "current_period_start": _ts(period_start),
+                    "current_period_end": _ts(period_end),
+                }
+            ],
+        },
+    }
+
+
+def invoice_object(*, subscription: dict, status: str, amount: int) -> dict:
+    item = subscription["items"]["data"][0]
+    return {
+        "id": f"in_sandbox_{uuid.uuid4().hex[:16]}",
+        "object": "invoice",
+        "customer": subscription["customer"],
+        "status": status,
+        "amount_due": amount,
+        "amount_paid": amount if status == "paid" else 0,
+        "billing_reason": "subscription_cycle",
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": subscription["id"], "metadata": subscription["metadata"]},
+        },
+        "lines": {
+            "object": "list",
+            "data": [
+                {
+                    "object": "line_item",
+                    "amount": amount,
+                    "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
+                    "pricing": {"price_details": {"price": item["price"]["id"]}},
+                }
+            ],
+        },
+    }
+
+
+def _event(event_type: str, obj: dict) -> dict:
+    return {"id": f"evt_sandbox_{uuid.uuid4().hex}", "type": event_type, "object": obj, "created": int(time.time())}
+
+
+def checkout_paid_events(*, data: dict, plan, now: datetime | None = None) -> list[dict]:
+    """What Stripe sends once a subscription Checkout is paid."""
+    now = now or datetime.now(tz=UTC)
+    subscription = subscription_object(
+        subscription_id=f"sub_sandbox_{uuid.uuid4().hex[:16]}",
+        customer=data["customer"],
+        price=plan.stripe_price_id,
+        user_id=data["user"],
+        status="active",
+        period_start=now,
+        period_end=now + relativedelta(months=1),
+    )
+    session = {
+        "id": f"cs_sandbox_{uuid.uuid4().hex[:16]}",
+        "object": "checkout.session",
+        "mode": "subscription",
+        "status": "complete",
+        "payment_status": "paid",
+        "customer": data["customer"],
+        "client_reference_id": str(data["user"]),
+        "subscription": subscription["id"],
+        "metadata": {"user_id": str(data["user"]), "plan": plan.slug},
+    }
+    return [
+        _event("customer.subscription.created", subscription),
+        _event("invoice.paid", invoice_object(subscription=subscription, status="paid", amount=plan.price_cents)),
+        _event("checkout.session.completed", session),
+    ]
+
+
+def portal_events(*, action: str, subscription, plans: dict, now: datetime | None = None) -> list[dict]:
+    """What Stripe sends after a change in the Customer Portal (or at a renewal) to ``subscription``
+    (the local mirror, which here stands for Stripe's record)."""
+    now = now or datetime.now(tz=UTC)
+    fields = {
+        "subscription_id": subscription.stripe_subscription_id,
+        "customer": subscription.stripe_customer_id,
+        "price": subscription.stripe_price_id,
+        "user_id": subscription.user_id,
+        "status": subscription.status,
+        "period_start": subscription.current_period_start,
+        "period_end": subscription.current_period_end,
+        "cancel_at_period_end": subscription.cancel_at_period_end,
+    }
+    amount = subscription.plan.price_cents
+    if action.startswith("switch:"):
+        plan = plans[action.split(":", 1)[1]]
+        fields.update(price=plan.stripe_price_id, cancel_at_period_end=False)
+        return [_event("customer.subscription.updated", subscription_object(**fields))]
+    if action in ("cancel_at_period_end", "resume"):
+        fields["cancel_at_period_end"] = action == "cancel_at_period_end"
+        return [_event("customer.subscription.updated", subscription_object(**fields))]
+    if action == "cancel_now":
+        fields.update(status="canceled", ended_at=now)
+        return [_event("customer.subscription.deleted", subscription_object(**fields))]
+    if action == "renew":
+        if subscription.cancel_at_period_end:
+            fields.update(status="canceled", ended_at=now)
+            return [_event("customer.subscription.deleted", subscription_object(**fields))]
+        fields.update(
+            status="active",
+            period_start=subscription.current_period_end,
+            period_end=subscription.current_period_end + relativedelta(months=1),
+        )
+        renewed = subscription_object(**fields)
+        return [
+            _event("customer.subscription.updated", renewed),
+            _event("invoice.paid", invoice_object(subscription=renewed, status="paid", amount=amount)),
+        ]
+    if action == "fail_payment":
+        fields["status"] = "past_due"
+        failed = subscription_object(**fields)
+        return [
+            _event("invoice.payment_failed", invoice_object(subscription=failed, status="open", amount=amount)),
+            _event("customer.subscription.updated", failed),
+        ]
+    raise ValueError(f"unknown sandbox action {action!r}")
+
+
+PORTAL_ACTIONS = {
+    "cancel_at_period_end": "Cancel at the end of the period",
+    "resume": "Keep the subscription (undo the cancellation)",
+    "cancel_now": "Cancel now",
+    "renew": "Simulate the renewal payment succeeding",
+    "fail_payment": "Simulate the renewal payment failing",
+}
