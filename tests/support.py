@@ -66,7 +66,7 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, proc
 
 
 class ManagedProcess:
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+    def __init__(self, args: list[str], env: dict[str, str] | None, log_path: Path):
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
