@@ -4,7 +4,6 @@ signed webhooks to the live test server, and the local plan follows."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
