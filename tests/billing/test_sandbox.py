@@ -1,0 +1,104 @@
+"""The sandbox's events, delivered to the real webhook endpoint, move the subscription and the
+quota the way Stripe's would."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from billing import sandbox
+from billing.models import QuotaPeriod, Subscription
+from billing.selectors import entitlements_for
+from tests.billing import stripe_fakes as fake
+
+pytestmark = pytest.mark.django_db
+
+
+def _apply(client, events: list[dict]) -> None:
+    for event in events:
+        payload = fake.event(event["type"], event["object"], created=event["created"], event_id=event["id"])
+        assert fake.deliver(client, payload).status_code == 200, payload
+
+
+@pytest.fixture
+def subscribed(client, customer, pro_plan):
+    data = {"user": customer.pk, "customer": "cus_TestCustomer0001"}
+    _apply(client, sandbox.checkout_paid_events(data=data, plan=pro_plan))
+    return Subscription.objects.get(user=customer)
+
+
+def test_paying_in_the_sandbox_checkout_grants_the_plan_and_its_allowance(subscribed, customer):
+    assert subscribed.status == "active"
+    assert entitlements_for(customer).plan.slug == "pro"
+    assert QuotaPeriod.objects.get(user=customer).allowance == 100_000
+
+
+def test_an_upgrade_raises_the_allowance_at_once_and_a_downgrade_never_lowers_it(
+    client, subscribed, customer, pro_plan, team_plan
+):
+    plans = {"pro": pro_plan, "team": team_plan}
+    _apply(client, sandbox.portal_events(action="switch:team", subscription=subscribed, plans=plans))
+    assert entitlements_for(customer).plan.slug == "team"
+    assert QuotaPeriod.objects.get(user=customer).allowance == 900_000
+
+    subscribed.refresh_from_db()
+    _apply(client, sandbox.portal_events(action="switch:pro", subscription=subscribed, plans=plans))
+
+    assert entitlements_for(customer).plan.slug == "pro"
+    assert QuotaPeriod.objects.get(user=customer).allowance == 900_000  # the period keeps what was paid for
+
+
+def test_cancel_at_period_end_keeps_the_plan_until_then(client, subscribed, customer):
+    _apply(client, sandbox.portal_events(action="cancel_at_period_end", subscription=subscribed, plans={}))
+
+    subscribed.refresh_from_db()
+    assert subscribed.cancel_at_period_end and subscribed.status == "active"
+    assert entitlements_for(customer).plan.slug == "pro"
+
+    _apply(client, sandbox.portal_events(action="renew", subscription=subscribed, plans={}))
+
+    subscribed.refresh_from_db()
+    assert subscribed.status == "canceled"
+    assert entitlements_for(customer).plan.slug == "free"
+
+
+def test_a_renewal_starts_a_new_period_with_a_fresh_allowance(client, subscribed, customer):
+    QuotaPeriod.objects.filter(user=customer).update(used=99_000)
+
+    _apply(client, sandbox.portal_events(action="renew", subscription=subscribed, plans={}))
+
+    periods = list(QuotaPeriod.objects.filter(user=customer).order_by("period_start").values_list("used", "allowance"))
+    assert periods == [(99_000, 100_000), (0, 100_000)]
+
+
+def test_a_failed_renewal_payment_puts_the_subscription_in_its_grace_period(client, subscribed, customer):
+    _apply(client, sandbox.portal_events(action="fail_payment", subscription=subscribed, plans={}))
+
+    subscribed.refresh_from_db()
+    assert subscribed.status == "past_due" and subscribed.payment_failed_at is not None
+    assert entitlements_for(customer).in_grace
+
+
+def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, pro_plan):
+    client.force_login(customer)
+    assert client.get("/billing/sandbox/checkout/forged-token/").status_code == 404
+
+    other = sandbox.checkout_url(
+        user=type(customer)(pk=customer.pk + 1000), plan=pro_plan, customer_id="cus_x", success_url="/", cancel_url="/"
+    )
+    assert client.get(other).status_code == 404
+
+
+def test_the_sandbox_events_are_shaped_like_the_pinned_api_version(customer, pro_plan):
+    events = sandbox.checkout_paid_events(data={"user": customer.pk, "customer": "cus_1"}, plan=pro_plan)
+
+    subscription = events[0]["object"]
+    assert "current_period_start" not in subscription  # lives on the items since 2025-03-31
+    assert (
+        subscription["items"]["data"][0]["current_period_end"]
+        > subscription["items"]["data"][0]["current_period_start"]
+    )
+    invoice = events[1]["object"]
+    assert invoice["parent"]["subscription_details"]["subscription"] == subscription["id"]
+    assert json.loads(fake.event(events[0]["type"], subscription))["api_version"] == "2026-10-28.endive"
