@@ -28,3 +28,16 @@ def admin_ensure(*, email: str, password: str | None = None) -> AdminSeed:
     user = User.objects.create_superuser(email=email, password=password)
     EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
     return AdminSeed(user=user, created=True, password=password if generated else None)
+
+
+def account_delete(*, user) -> None:
+    """Close the account: stop its jobs (releasing their reservations), cancel the paid
+    subscription in Stripe (no further renewals), then delete the user and everything theirs."""
+    from billing.services import subscription_cancel_now
+    from inference.models import ACTIVE_STATUSES, GenerationJob
+    from inference.services import job_cancel
+
+    for job in GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES):
+        job_cancel(job=job)
+    subscription_cancel_now(user=user)
+    user.delete()

@@ -171,7 +171,7 @@ class UsageRecord(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     job = models.OneToOneField("inference.GenerationJob", on_delete=models.SET_NULL, null=True, related_name="usage")
-    quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.PROTECT, related_name="usage_records")
+    quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.CASCADE, related_name="usage_records")
     plan_slug = models.CharField(max_length=40)
     model = models.CharField(max_length=100)
     status = models.CharField(max_length=20)

@@ -183,6 +183,19 @@ def portal_start(*, user, return_url: str) -> str:
     return session.url
 
 
+def subscription_cancel_now(*, user) -> None:
+    """Cancel the user's live Stripe subscriptions at once (account deletion)."""
+    live = Subscription.objects.filter(user=user).exclude(
+        status__in=[SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED]
+    )
+    for subscription in live:
+        if not settings.BILLING_SANDBOX and subscription.stripe_subscription_id:
+            stripe_client.client().v1.subscriptions.cancel(subscription.stripe_subscription_id)
+        Subscription.objects.filter(pk=subscription.pk).update(
+            status=SubscriptionStatus.CANCELED, canceled_at=timezone.now()
+        )
+
+
 # --- Stripe: webhooks ---------------------------------------------------------------------------------
 
 

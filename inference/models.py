@@ -77,7 +77,7 @@ class GenerationJob(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
 
-    quota_period = models.ForeignKey("billing.QuotaPeriod", on_delete=models.PROTECT, related_name="jobs")
+    quota_period = models.ForeignKey("billing.QuotaPeriod", on_delete=models.CASCADE, related_name="jobs")
     tokens_reserved = models.PositiveIntegerField()
     tokens_charged = models.PositiveIntegerField(default=0)
 
@@ -91,6 +91,8 @@ class GenerationJob(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The user deleted the job: its texts are gone, its numbers stay for usage and billing.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -105,6 +107,14 @@ class GenerationJob(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def title(self) -> str:
+        """A line to list the job by: its prompt, or the last thing the user said in a chat."""
+        if self.prompt:
+            return self.prompt
+        said = [m["content"] for m in self.messages or [] if m.get("role") == "user"]
+        return said[-1] if said else "(chat)"
 
     @property
     def total_tokens(self) -> int:

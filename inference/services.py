@@ -419,3 +419,14 @@ def jobs_sweep() -> SweepReport:
         report.resent.append(str(job.pk))
     Worker.objects.filter(last_heartbeat_at__lt=now - timedelta(days=1)).delete()
     return report
+
+
+def job_delete(*, job: GenerationJob) -> GenerationJob:
+    """Erase a finished job's texts; its token counts and usage record stay (they are billing)."""
+    if not job.is_final:
+        raise ApplicationError("Stop the job before deleting it.", code="job_running", status_code=409)
+    GenerationJob.objects.filter(pk=job.pk).update(
+        prompt="", messages=None, output_text="", stop=[], deleted_at=timezone.now()
+    )
+    job.refresh_from_db()
+    return job

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.mfa",
+    "allauth.usersessions",
     "saas",
     "accounts",
     "billing",
@@ -85,6 +86,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
 ]
 
 ROOT_URLCONF = "saas.urls"
@@ -248,6 +250,7 @@ ACCOUNT_RATE_LIMITS = {
 }
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Inkwell"
+USERSESSIONS_TRACK_ACTIVITY = True
 
 # --- Email ---------------------------------------------------------------------------------------
 _email = env.email_url("EMAIL_URL", default=_required_in_production("EMAIL_URL", "consolemail://"))

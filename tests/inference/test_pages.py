@@ -1,0 +1,179 @@
+"""The dashboard's pages through Django's test client (the browser journeys live in tests/e2e)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from accounts.models import User
+from billing.models import QuotaPeriod, UsageRecord
+from inference.catalog import prompt_token_ids
+from inference.models import GenerationJob, JobStatus
+from inference.services import JobOutcome, job_claim, job_finish, job_submit
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _finished(user, prompt="The lighthouse keeper", text="wrote a letter", model="inkwell-tiny"):
+    job = job_submit(user=user, prompt=prompt, max_new_tokens=10)
+    claimed = job_claim(job_id=job.pk, worker="test")
+    job_finish(job=claimed, outcome=JobOutcome(text=text, completion_tokens=4, finish_reason="length"))
+    return GenerationJob.objects.get(pk=job.pk)
+
+
+@pytest.fixture
+def signed_in(client, owner):
+    client.force_login(owner)
+    return client
+
+
+def test_the_generate_page_offers_only_the_plans_models_and_shows_its_caps(signed_in):
+    page = signed_in.get("/generate/").content.decode()
+
+    assert '<option value="inkwell-tiny"' in page
+    assert "Your plan allows up to 200." in page
+    assert "Prompt limit on your plan: 100 tokens." in page
+
+
+def test_submitting_the_form_queues_a_job_and_opens_its_page(signed_in, owner):
+    response = signed_in.post(
+        "/generate/",
+        {"model": "inkwell-tiny", "mode": "prompt", "prompt": "Once upon a time", "max_new_tokens": 20,
+         "temperature": 0.7, "top_p": 1, "top_k": 0, "repetition_penalty": 1, "stop": "\\n\\n"},
+    )  # fmt: skip
+
+    job = GenerationJob.objects.get(user=owner)
+    assert response.status_code == 302 and response.url == f"/jobs/{job.pk}/"
+    assert job.status == JobStatus.QUEUED and job.max_new_tokens == 20
+    assert "Position 1 in the queue" in signed_in.get(response.url).content.decode()
+
+
+def test_an_error_is_shown_next_to_its_field_and_nothing_is_queued(signed_in, owner):
+    response = signed_in.post(
+        "/generate/",
+        {"model": "inkwell-tiny", "mode": "prompt", "prompt": "word " * 300, "max_new_tokens": 20,
+         "temperature": 0.7, "top_p": 1, "top_k": 0, "repetition_penalty": 1},
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert "your plan allows 100 per job" in form.errors["prompt"][0]
+    assert not GenerationJob.objects.filter(user=owner).exists()
+
+
+def test_the_json_submit_answers_the_stream_and_status_urls(signed_in):
+    response = signed_in.post(
+        "/generate/",
+        {"model": "inkwell-tiny", "mode": "prompt", "prompt": "Hello", "max_new_tokens": 5, "temperature": 0,
+         "top_p": 1, "top_k": 0, "repetition_penalty": 1},
+        headers={"Accept": "application/json"},
+    )  # fmt: skip
+
+    body = response.json()
+    assert response.status_code == 201
+    assert body["stream_url"] == f"/jobs/{body['id']}/stream" and body["status_url"].endswith("/status/")
+
+
+def test_the_token_counter_counts_with_the_models_tokenizer(signed_in):
+    counted = signed_in.post("/generate/count/", {"model": "inkwell-tiny", "mode": "prompt", "prompt": "Hello there"})
+
+    assert counted.json()["limit"] == 100
+    assert (
+        counted.json()["tokens"]
+        == job_submit.__globals__["catalog"].prompt_token_ids("inkwell-tiny", prompt="Hello there").__len__()
+    )
+
+
+def test_history_searches_filters_and_hides_deleted_jobs(signed_in, owner):
+    kept = _finished(owner, prompt="about the lighthouse")
+    other = _finished(owner, prompt="about the market")
+    signed_in.post(f"/jobs/{other.pk}/delete/")
+
+    page = signed_in.get("/jobs/", {"q": "lighthouse", "status": "succeeded"}).content.decode()
+
+    assert str(kept.pk) in page and str(other.pk) not in page
+    assert str(other.pk) not in signed_in.get("/jobs/").content.decode()
+
+
+def test_deleting_a_job_removes_its_texts_and_keeps_its_usage(signed_in, owner):
+    job = _finished(owner, text="secret words")
+
+    signed_in.post(f"/jobs/{job.pk}/delete/")
+
+    job.refresh_from_db()
+    assert (job.prompt, job.output_text, job.deleted_at is not None) == ("", "", True)
+    assert UsageRecord.objects.get(job=job).tokens_charged == job.tokens_charged > 0
+    assert QuotaPeriod.objects.get(user=owner).used == job.tokens_charged
+    assert signed_in.get(f"/jobs/{job.pk}/").status_code == 404
+
+
+def test_downloads_carry_the_output(signed_in, owner):
+    job = _finished(owner, text="the whole answer")
+
+    text = signed_in.get(f"/jobs/{job.pk}/download.txt")
+    markdown = signed_in.get(f"/jobs/{job.pk}/download.md")
+
+    assert text.content.decode() == "the whole answer"
+    assert text["Content-Disposition"] == f'attachment; filename="inkwell-{job.pk}.txt"'
+    assert "## Output\n\nthe whole answer" in markdown.content.decode()
+    assert signed_in.get(f"/jobs/{job.pk}/download.exe").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/jobs/{id}/"),
+        ("get", "/jobs/{id}/status/"),
+        ("get", "/jobs/{id}/download.txt"),
+        ("get", "/jobs/{id}/download.md"),
+        ("get", "/jobs/{id}/stream"),
+        ("get", "/generate/?from={id}"),
+        ("post", "/jobs/{id}/cancel/"),
+        ("post", "/jobs/{id}/delete/"),
+    ],
+)
+def test_another_users_job_is_a_404_and_nothing_changes(client, owner, method, path):
+    job = _finished(owner)
+    client.force_login(UserFactory(email="outsider@example.com"))
+
+    response = getattr(client, method)(path.format(id=job.pk))
+
+    assert response.status_code == 404
+    job.refresh_from_db()
+    assert job.output_text == "wrote a letter" and job.deleted_at is None
+
+
+def test_the_usage_page_and_csv_show_the_users_tokens(signed_in, owner):
+    job = _finished(owner)
+    _finished(UserFactory(email="someone@example.com"))
+
+    page = signed_in.get("/usage/").content.decode()
+    rows = list(csv.DictReader(io.StringIO(signed_in.get("/usage/export.csv").content.decode())))
+
+    assert f'data-testid="period-total">{job.tokens_charged}<' in page
+    assert [(r["job_id"], int(r["tokens_charged"])) for r in rows] == [(str(job.pk), job.tokens_charged)]
+
+
+def test_deleting_the_account_removes_the_user_and_their_data(signed_in, owner):
+    queued = job_submit(user=owner, prompt="Hello", max_new_tokens=5)
+    _finished(owner)
+
+    wrong = signed_in.post("/account/delete/", {"confirm_email": "nope@example.com"})
+    assert "not this account" in wrong.content.decode()
+    signed_in.post("/account/delete/", {"confirm_email": owner.email})
+
+    assert not User.objects.filter(pk=owner.pk).exists()
+    assert not GenerationJob.objects.filter(pk=queued.pk).exists()
+    assert not UsageRecord.objects.exists()
+
+
+def test_the_quota_banner_appears_at_eighty_percent(signed_in, owner):
+    _finished(owner)
+    QuotaPeriod.objects.filter(user=owner).update(used=4_100)
+
+    assert "You have used 82%" in signed_in.get("/generate/").content.decode()
+    QuotaPeriod.objects.filter(user=owner).update(used=5_000)
+    assert "You have used your 5,000 tokens" in signed_in.get("/generate/").content.decode()
