@@ -9,7 +9,6 @@ import pytest
 
 from accounts.models import User
 from billing.models import QuotaPeriod, UsageRecord
-from inference.catalog import prompt_token_ids
 from inference.models import GenerationJob, JobStatus
 from inference.services import JobOutcome, job_claim, job_finish, job_submit
 from tests.factories import UserFactory
@@ -129,7 +128,6 @@ def test_downloads_carry_the_output(signed_in, owner):
         ("get", "/jobs/{id}/status/"),
         ("get", "/jobs/{id}/download.txt"),
         ("get", "/jobs/{id}/download.md"),
-        ("get", "/jobs/{id}/stream"),
         ("get", "/generate/?from={id}"),
         ("post", "/jobs/{id}/cancel/"),
         ("post", "/jobs/{id}/delete/"),
