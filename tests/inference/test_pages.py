@@ -175,3 +175,23 @@ def test_the_quota_banner_appears_at_eighty_percent(signed_in, owner):
     assert "You have used 82%" in signed_in.get("/generate/").content.decode()
     QuotaPeriod.objects.filter(user=owner).update(used=5_000)
     assert "You have used your 5,000 tokens" in signed_in.get("/generate/").content.decode()
+
+
+def test_replying_to_a_chat_carries_the_conversation_into_the_form(signed_in, owner):
+    job = job_submit(user=owner, messages=[{"role": "user", "content": "Tell me about rivers"}], max_new_tokens=5)
+    claimed = job_claim(job_id=job.pk, worker="test")
+    job_finish(
+        job=claimed, outcome=JobOutcome(text="They run to the sea.", completion_tokens=5, finish_reason="length")
+    )
+
+    page = signed_in.get(f"/generate/?continue={job.pk}")
+
+    form = page.context["form"]
+    assert form["mode"].value() == "chat"
+    assert [t["role"] for t in page.context["history_turns"]] == ["user", "assistant"]
+    assert "They run to the sea." in page.content.decode()
+
+
+@pytest.mark.parametrize("url", ["/account/", "/accounts/2fa/", "/accounts/sessions/", "/billing/", "/usage/"])
+def test_the_account_pages_render_for_a_signed_in_user(signed_in, url):
+    assert signed_in.get(url).status_code == 200
