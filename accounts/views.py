@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 
-from accounts.forms import DeleteAccountForm, ProfileForm
+from accounts.apikeys import api_key_create, api_key_revoke
+from accounts.forms import ApiKeyForm, DeleteAccountForm, ProfileForm
 from accounts.services import account_delete
+from billing.selectors import entitlements_for
 
 
 @login_required
@@ -29,3 +32,40 @@ def delete_account(request):
         messages.success(request, "Your account and its data were deleted, and your subscription was cancelled.")
         return redirect("home")
     return render(request, "accounts/delete.html", {"form": form})
+
+
+@login_required
+def api_keys(request):
+    """Create and revoke keys; a new key is shown on this response only, never again."""
+    form = ApiKeyForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        key, raw = api_key_create(
+            user=request.user,
+            name=form.cleaned_data["name"],
+            scope=form.cleaned_data["scope"],
+            expires_in_days=form.cleaned_data["expires_in_days"],
+        )
+        created = {"key": key, "raw": raw}
+        form = ApiKeyForm()
+    base_url = request.build_absolute_uri("/").rstrip("/")
+    return render(
+        request,
+        "accounts/api_keys.html",
+        {
+            "form": form,
+            "created": created,
+            "keys": request.user.api_keys.all(),
+            "entitlements": entitlements_for(request.user),
+            "base_url": base_url,
+            "example_model": next(iter(settings.INFERENCE_MODELS)),
+        },
+    )
+
+
+@login_required
+def api_key_revoke_view(request, key_id: int):
+    if request.method == "POST":
+        key = api_key_revoke(key=get_object_or_404(request.user.api_keys, pk=key_id))
+        messages.success(request, f"Key {key.name} revoked: requests with it now get 401.")
+    return redirect("account_api_keys")

@@ -91,6 +91,9 @@ class GenerationJob(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # An API client's Idempotency-Key: a retry with the same key gets the same job.
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
     # The user deleted the job: its texts are gone, its numbers stay for usage and billing.
     deleted_at = models.DateTimeField(null=True, blank=True)
 
@@ -99,6 +102,13 @@ class GenerationJob(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["user", "status"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="one_job_per_idempotency_key",
+            )
         ]
 
     def __str__(self) -> str:

@@ -105,10 +105,26 @@ def _validate_stop(stop) -> list[str]:
     return stop
 
 
+def _rate_limit_key(user) -> str:
+    return f"inkwell:rpm:{user.pk}:{int(time.time() // 60)}"
+
+
+def rate_limit_status(user, per_minute: int) -> dict[str, str]:
+    """The x-ratelimit-* headers: this minute's requests against the plan's limit."""
+    try:
+        used = int(streams.client().get(_rate_limit_key(user)) or 0)
+    except Exception:
+        used = 0
+    return {
+        "x-ratelimit-limit-requests": str(per_minute),
+        "x-ratelimit-remaining-requests": str(max(0, per_minute - used)),
+        "x-ratelimit-reset-requests": f"{60 - int(time.time() % 60)}s",
+    }
+
+
 def _rate_limit(user, per_minute: int) -> None:
-    """A fixed one-minute window in Redis, shared by every web process."""
-    window = int(time.time() // 60)
-    key = f"inkwell:rpm:{user.pk}:{window}"
+    """A fixed one-minute window in Redis (one atomic INCR), shared by every web process."""
+    key = _rate_limit_key(user)
     try:
         pipe = streams.client().pipeline()
         pipe.incr(key)
@@ -140,6 +156,8 @@ def job_submit(
     stop: list[str] | str | None = None,
     seed: int | None = None,
     source: str = JobSource.WEB,
+    idempotency_key: str = "",
+    request_hash: str = "",
 ) -> GenerationJob:
     """Check the request against the plan and the quota, reserve its tokens, queue it.
 
@@ -243,6 +261,8 @@ def job_submit(
             tokens_reserved=tokens,
             queue=entitlements.queue,
             plan_slug=entitlements.plan.slug,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
         )
         transaction.on_commit(lambda: job_enqueue(job_id=job.id, queue=job.queue), robust=True)
     return job

@@ -53,27 +53,18 @@ async def _reload(job_id) -> GenerationJob:
     return job
 
 
-def _final_events(job: GenerationJob, already_sent: str) -> list[str]:
-    events = []
-    if job.output_text != already_sent:
-        # What the stream missed (or the whole text, if the stream expired): the record wins.
-        events.append(_event("snapshot", {"text": job.output_text}))
-    events.append(_event("end", streams.end_payload(job)))
-    return events
-
-
-async def job_events(job: GenerationJob) -> AsyncIterator[str]:
-    """The text so far, then each new piece, then one final event with status and token counts.
-    Holds no database connection and no thread while it waits: it blocks on Redis, asynchronously."""
+async def follow_job(job: GenerationJob) -> AsyncIterator[tuple[str, object]]:
+    """A job's life as it happens, read from its Redis stream without holding a database
+    connection or a thread: ("status", str), ("snapshot", text so far), ("delta", new text),
+    ("reset", None) when a dead worker's job starts over, ("keepalive", None), and last
+    ("end", the final job as the database recorded it)."""
     if job.status in FINAL_STATUSES:
-        for event in _final_events(job, already_sent=""):
-            yield event
+        yield "end", job
         return
     redis = streams.async_client()
     key = streams.stream_key(job.id)
-    yield _event("status", {"status": job.status})
+    yield "status", job.status
     status = job.status
-    sent = ""
     last_id = "0"
     first = True
     while True:
@@ -86,39 +77,55 @@ async def job_events(job: GenerationJob) -> AsyncIterator[str]:
         if not entries:
             job = await _reload(job.id)
             if job.status in FINAL_STATUSES:
-                for event in _final_events(job, sent):
-                    yield event
+                yield "end", job
                 return
-            yield ": keep-alive\n\n"
+            yield "keepalive", None
             continue
-        deltas = []
+        deltas: list[str] = []
         for entry_id, fields in entries:
             last_id = entry_id
             kind = fields.get("event")
             if kind == "start":
-                if int(fields.get("attempt", 1)) > 1 and sent:
-                    # The worker died and the job started over on another one.
-                    sent, deltas = "", []
-                    yield _event("reset", {})
+                if int(fields.get("attempt", 1)) > 1:
+                    deltas = []
+                    yield "reset", None
                 if status != "running":
                     status = "running"
-                    yield _event("status", {"status": status})
+                    yield "status", status
             elif kind == "delta":
                 deltas.append(fields["text"])
             elif kind == "end":
                 if deltas:
-                    yield _event("delta", {"text": "".join(deltas)})
-                    sent += "".join(deltas)
-                    deltas = []
-                job = await _reload(job.id)
-                for event in _final_events(job, sent):
-                    yield event
+                    yield "delta", "".join(deltas)
+                yield "end", await _reload(job.id)
                 return
         if deltas:
-            text = "".join(deltas)
-            sent += text
-            yield _event("snapshot" if first else "delta", {"text": sent if first else text})
+            yield ("snapshot" if first else "delta"), "".join(deltas)
         first = False
+
+
+async def job_events(job: GenerationJob) -> AsyncIterator[str]:
+    """Server-sent events: the text so far, then each new piece, then one final event with the
+    status and token counts (and the full text, if the stream missed any of it)."""
+    sent = ""
+    async for kind, data in follow_job(job):
+        if kind == "keepalive":
+            yield ": keep-alive\n\n"
+        elif kind == "status":
+            yield _event("status", {"status": data})
+        elif kind == "reset":
+            sent = ""
+            yield _event("reset", {})
+        elif kind == "snapshot":
+            sent = data
+            yield _event("snapshot", {"text": data})
+        elif kind == "delta":
+            sent += data
+            yield _event("delta", {"text": data})
+        elif kind == "end":
+            if data.output_text != sent:
+                yield _event("snapshot", {"text": data.output_text})
+            yield _event("end", streams.end_payload(data))
 
 
 async def job_stream(request, job_id):

@@ -12,5 +12,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("inference.urls")),
     path("", include("billing.urls")),
+    path("", include("inference.api_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,213 @@
+"""REST API v1 (DRF): InputSerializer -> service -> OutputSerializer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+from django.db import IntegrityError
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing.selectors import entitlements_for, quota_period_for
+from inference.models import GenerationJob, JobSource, JobStatus
+from inference.selectors import job_history, jobs_of, usage_by_day
+from inference.services import job_cancel, job_submit, rate_limit_status
+from saas.errors import ApplicationError
+
+
+def api_headers(user) -> dict[str, str]:
+    """Rate-limit and quota headers, on every API response of a known user."""
+    entitlements = entitlements_for(user)
+    period = quota_period_for(user, entitlements=entitlements)
+    allowance = period.allowance if period else entitlements.monthly_token_allowance
+    remaining = period.remaining if period else allowance
+    return {
+        **rate_limit_status(user, entitlements.requests_per_minute),
+        "x-quota-limit-tokens": str(allowance),
+        "x-quota-remaining-tokens": str(remaining),
+        "x-quota-reset": entitlements.period_end.isoformat(),
+    }
+
+
+class InkwellAPIView(APIView):
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # The user as authentication left it (reading request.user would authenticate again).
+        user = getattr(request, "_user", None)
+        if user is not None and user.is_authenticated:
+            try:
+                for name, value in api_headers(user).items():
+                    response[name] = value
+            except ApplicationError:
+                pass
+        return response
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown fields are an error, not silence."""
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: f"Unknown field {unknown[0]!r}."})
+        return attrs
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "user", "assistant"])
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class JobCreateSerializer(StrictSerializer):
+    model = serializers.CharField(required=False, help_text="A model of your plan; the plan's first model if omitted.")
+    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    messages = MessageSerializer(many=True, required=False)
+    max_new_tokens = serializers.IntegerField(required=False, min_value=1)
+    temperature = serializers.FloatField(required=False, default=1.0)
+    top_p = serializers.FloatField(required=False, default=1.0)
+    top_k = serializers.IntegerField(required=False, default=0)
+    repetition_penalty = serializers.FloatField(required=False, default=1.0)
+    stop = serializers.ListField(child=serializers.CharField(trim_whitespace=False), required=False, max_length=4)
+    seed = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    text = serializers.CharField(source="output_text")
+    error = serializers.CharField(source="error_message")
+    stream_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id", "status", "model", "prompt", "messages", "text", "finish_reason", "error",
+            "prompt_tokens", "completion_tokens", "tokens_charged", "max_new_tokens", "temperature", "top_p",
+            "top_k", "repetition_penalty", "stop", "seed", "source", "created_at", "started_at", "finished_at",
+            "stream_url",
+        ]  # fmt: skip
+
+    def get_stream_url(self, job) -> str:
+        return f"/api/v1/jobs/{job.pk}/stream"
+
+
+def _request_hash(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class JobListCreateView(InkwellAPIView, GenericAPIView):
+    serializer_class = JobSerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=JobStatus.values),
+            OpenApiParameter("model", str),
+            OpenApiParameter("q", str, description="Text in the prompt or output"),
+        ],
+        responses=JobSerializer(many=True),
+    )
+    def get(self, request):
+        status_filter = request.query_params.get("status", "")
+        if status_filter and status_filter not in JobStatus.values:
+            raise ApplicationError(
+                f"status must be one of {', '.join(JobStatus.values)}.", param="status", code="invalid_request"
+            )
+        jobs = job_history(
+            request.user,
+            query=request.query_params.get("q", ""),
+            status=status_filter,
+            model=request.query_params.get("model", ""),
+        )
+        page = self.paginate_queryset(jobs)
+        return self.get_paginated_response(JobSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=JobCreateSerializer,
+        responses={201: JobSerializer, 200: JobSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
+    def post(self, request):
+        serializer = JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if "messages" in data:
+            data["messages"] = [dict(m) for m in data["messages"]]
+        key = request.headers.get("Idempotency-Key", "")[:255]
+        digest = _request_hash(data) if key else ""
+        if key:
+            existing = jobs_of(request.user).filter(idempotency_key=key).first()
+            if existing is not None:
+                return self._replay(existing, digest)
+        try:
+            job = job_submit(user=request.user, source=JobSource.API, idempotency_key=key, request_hash=digest, **data)
+        except IntegrityError:
+            # The same key arrived twice at once: the other request made the job.
+            return self._replay(GenerationJob.objects.get(user=request.user, idempotency_key=key), digest)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    def _replay(self, job: GenerationJob, digest: str) -> Response:
+        if job.request_hash != digest:
+            raise ApplicationError(
+                "This Idempotency-Key was used with a different request body; use a new key for a new request.",
+                code="idempotency_key_reused",
+                status_code=422,
+            )
+        return Response(JobSerializer(job).data, status=status.HTTP_200_OK)
+
+
+class JobDetailView(InkwellAPIView):
+    @extend_schema(responses=JobSerializer)
+    def get(self, request, job_id):
+        return Response(JobSerializer(get_object_or_404(jobs_of(request.user), pk=job_id)).data)
+
+
+class JobCancelView(InkwellAPIView):
+    @extend_schema(request=None, responses=JobSerializer)
+    def post(self, request, job_id):
+        job = job_cancel(job=get_object_or_404(jobs_of(request.user), pk=job_id))
+        return Response(JobSerializer(job).data)
+
+
+class UsageDaySerializer(serializers.Serializer):
+    date = serializers.DateField()
+    tokens = serializers.IntegerField()
+
+
+class UsageSerializer(serializers.Serializer):
+    plan = serializers.CharField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    allowance = serializers.IntegerField()
+    used = serializers.IntegerField()
+    reserved = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    days = UsageDaySerializer(many=True)
+
+
+class UsageView(InkwellAPIView):
+    @extend_schema(responses=UsageSerializer)
+    def get(self, request):
+        entitlements = entitlements_for(request.user)
+        period = quota_period_for(request.user, entitlements=entitlements)
+        allowance = period.allowance if period else entitlements.monthly_token_allowance
+        end = min(entitlements.period_end, timezone.now() + timedelta(days=1))
+        days = usage_by_day(request.user, start=entitlements.period_start, end=end)
+        return Response(
+            UsageSerializer(
+                {
+                    "plan": entitlements.plan.slug,
+                    "period_start": entitlements.period_start,
+                    "period_end": entitlements.period_end,
+                    "allowance": allowance,
+                    "used": period.used if period else 0,
+                    "reserved": period.reserved if period else 0,
+                    "remaining": period.remaining if period else allowance,
+                    "days": [{"date": day, "tokens": tokens} for day, tokens in days],
+                }
+            ).data
+        )

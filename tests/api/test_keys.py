@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.apikeys import api_key_create, looks_valid
+from accounts.models import ApiKey
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(raw: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+def test_a_key_has_a_prefix_and_a_checksum_and_only_its_hash_is_stored(developer):
+    key, raw = api_key_create(user=developer, name="laptop")
+
+    assert raw.startswith("ink_") and looks_valid(raw)
+    assert not looks_valid(raw[:-1] + ("A" if raw[-1] != "A" else "B"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM accounts_apikey")
+        stored = " ".join(str(value) for row in cursor.fetchall() for value in row)
+    assert raw not in stored and raw[4:] not in stored
+    assert key.prefix in stored
+
+
+def test_a_malformed_key_is_refused_without_touching_the_database(django_assert_num_queries):
+    client = _client("ink_this-is-not-a-real-key")
+
+    with django_assert_num_queries(0):
+        response = client.get("/api/v1/jobs")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_the_key_is_shown_once_on_the_keys_page(client, developer):
+    client.force_login(developer)
+
+    created = client.post("/account/api/", {"name": "ci", "scope": "write"})
+    raw = created.context["created"]["raw"]
+
+    assert raw in created.content.decode()
+    assert raw not in client.get("/account/api/").content.decode()
+    assert _client(raw).get("/api/v1/jobs").status_code == 200
+
+
+def test_revoked_and_expired_keys_get_401(client, developer, api_key):
+    key = ApiKey.objects.get(user=developer)
+    client.force_login(developer)
+    client.post(f"/account/api/{key.pk}/revoke/")
+
+    revoked = _client(api_key).get("/api/v1/jobs")
+
+    expired_key, expired_raw = api_key_create(user=developer, name="old", expires_in_days=1)
+    ApiKey.objects.filter(pk=expired_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    expired = _client(expired_raw).get("/api/v1/jobs")
+
+    assert (revoked.status_code, revoked.json()["error"]["code"]) == (401, "revoked_api_key")
+    assert (expired.status_code, expired.json()["error"]["code"]) == (401, "expired_api_key")
+
+
+def test_a_read_only_key_can_read_but_not_create(developer):
+    _, raw = api_key_create(user=developer, name="dashboards", scope="read")
+    client = _client(raw)
+
+    assert client.get("/api/v1/jobs").status_code == 200
+    refused = client.post("/api/v1/jobs", {"prompt": "Hi"}, format="json")
+    assert refused.status_code == 403
+    assert "read-only" in refused.json()["error"]["message"]
+
+
+def test_a_key_in_the_query_string_is_refused(api_key):
+    response = APIClient().get(f"/api/v1/jobs?api_key={api_key}")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "api_key_in_url"
+
+
+def test_a_plan_without_api_access_is_refused_with_a_clear_message(api_plan, api_key):
+    api_plan.api_access = False
+    api_plan.save()
+
+    response = _client(api_key).get("/api/v1/jobs")
+
+    assert response.status_code == 403
+    assert "does not include API access" in response.json()["error"]["message"]
+
+
+def test_the_operator_command_prints_a_working_key(developer, capsys):
+    call_command("apikey_create", email=developer.email, name="ops", read_only=True)
+
+    raw = capsys.readouterr().out.strip()
+    assert looks_valid(raw)
+    assert ApiKey.objects.get(prefix=raw[4:16]).scope == "read"
+
+
+def test_the_plaintext_key_never_reaches_the_logs(api, api_key, caplog):
+    with caplog.at_level(logging.DEBUG):
+        api.post("/api/v1/jobs", {"prompt": "Hi", "max_new_tokens": 5}, format="json")
+        APIClient().get(f"/api/v1/jobs?key={api_key}")
+
+    assert api_key not in caplog.text

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import close_old_connections
+from rest_framework.test import APIClient
+
+from billing.models import QuotaPeriod
+from inference.models import GenerationJob
+from inference.services import job_submit
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+BODY = {"prompt": "Once upon a time", "max_new_tokens": 20, "temperature": 0}
+
+
+def test_create_list_retrieve_and_cancel_a_job(api, developer):
+    created = api.post("/api/v1/jobs", BODY, format="json")
+
+    assert created.status_code == 201
+    job = created.json()
+    assert (job["status"], job["model"], job["max_new_tokens"]) == ("queued", "inkwell-tiny", 20)
+    assert job["stream_url"] == f"/api/v1/jobs/{job['id']}/stream"
+    listing = api.get("/api/v1/jobs", {"status": "queued"}).json()
+    assert listing["count"] == 1 and listing["results"][0]["id"] == job["id"]
+    assert api.get(f"/api/v1/jobs/{job['id']}").json()["id"] == job["id"]
+    cancelled = api.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    assert QuotaPeriod.objects.get(user=developer).reserved == 0
+
+
+def test_every_response_carries_rate_limit_and_quota_headers(api):
+    response = api.post("/api/v1/jobs", BODY, format="json")
+
+    assert response["x-ratelimit-limit-requests"] == "100"
+    assert int(response["x-ratelimit-remaining-requests"]) == 99
+    assert response["x-ratelimit-reset-requests"].endswith("s")
+    assert int(response["x-quota-limit-tokens"]) == 100_000
+    assert int(response["x-quota-remaining-tokens"]) == 100_000 - response.json()["prompt_tokens"] - 20
+    assert "x-quota-reset" in response
+
+
+def test_the_same_idempotency_key_returns_the_same_job_and_a_different_body_is_422(api):
+    first = api.post("/api/v1/jobs", BODY, format="json", headers={"Idempotency-Key": "abc-1"})
+    again = api.post("/api/v1/jobs", BODY, format="json", headers={"Idempotency-Key": "abc-1"})
+    changed = api.post("/api/v1/jobs", {**BODY, "prompt": "Other"}, format="json", headers={"Idempotency-Key": "abc-1"})
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert changed.status_code == 422
+    assert changed.json()["error"]["code"] == "idempotency_key_reused"
+    assert GenerationJob.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_with_one_idempotency_key_at_once_make_one_job(api_key, developer):
+    start = threading.Barrier(2)
+    statuses = []
+
+    def send():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+        start.wait()
+        try:
+            statuses.append(
+                client.post("/api/v1/jobs", BODY, format="json", headers={"Idempotency-Key": "k"}).status_code
+            )
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200, 201]
+    assert GenerationJob.objects.filter(user=developer).count() == 1
+    period = QuotaPeriod.objects.get(user=developer)
+    assert period.reserved == GenerationJob.objects.get().tokens_reserved
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "code"),
+    [
+        ({"prompt": "Hi", "colour": "blue"}, 400, "colour", "invalid_request"),
+        ({"prompt": "Hi", "temperature": 9}, 400, "temperature", "invalid_request"),
+        ({"prompt": ""}, 400, "prompt", "invalid_request"),
+        ({"prompt": "Hi", "model": "gpt-x"}, 404, "model", "model_not_found"),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "wizard", "content": "x"}]},
+            400,
+            "messages.1.role",
+            "invalid_request",
+        ),
+    ],
+)
+def test_errors_come_in_one_envelope(api, body, status, param, code):
+    response = api.post("/api/v1/jobs", body, format="json")
+
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert (error["param"], error["code"]) == (param, code)
+    assert not GenerationJob.objects.exists()
+
+
+def test_no_quota_left_is_402_and_distinct_from_a_rate_limit(api, developer, api_plan):
+    api.post("/api/v1/jobs", BODY, format="json")
+    QuotaPeriod.objects.filter(user=developer).update(used=100_000)
+    no_quota = api.post("/api/v1/jobs", BODY, format="json")
+    QuotaPeriod.objects.filter(user=developer).update(used=0)
+    api_plan.requests_per_minute = 2
+    api_plan.save()
+    api.post("/api/v1/jobs", BODY, format="json")
+    limited = api.post("/api/v1/jobs", BODY, format="json")
+
+    assert (no_quota.status_code, no_quota.json()["error"]["type"]) == (402, "insufficient_quota")
+    assert (limited.status_code, limited.json()["error"]["code"]) == (429, "rate_limit_exceeded")
+
+
+def test_another_users_job_is_404_through_the_api(api, developer):
+    other = job_submit(user=UserFactory(email="other@example.com"), prompt="Hi", max_new_tokens=5)
+
+    assert api.get(f"/api/v1/jobs/{other.pk}").status_code == 404
+    assert api.post(f"/api/v1/jobs/{other.pk}/cancel").status_code == 404
+    assert api.get(f"/api/v1/jobs/{other.pk}").json()["error"]["type"] == "not_found_error"
+    other.refresh_from_db()
+    assert other.status == "queued"
+
+
+def test_usage_reports_the_period_and_days(api):
+    api.post("/api/v1/jobs", BODY, format="json")
+
+    usage = api.get("/api/v1/usage").json()
+
+    assert usage["allowance"] == 100_000 and usage["reserved"] > 0 and usage["used"] == 0
+    assert usage["days"] and {"date", "tokens"} <= set(usage["days"][0])
+
+
+def test_an_unauthenticated_request_gets_the_envelope(db):
+    response = APIClient().get("/api/v1/jobs")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_the_schema_and_the_docs_are_served_without_a_cdn(client):
+    schema = client.get("/api/schema/")
+    docs = client.get("/api/docs/").content.decode()
+
+    assert schema.status_code == 200 and b"/api/v1/jobs" in schema.content
+    assert "drf_spectacular_sidecar" in docs and "cdn" not in docs.lower()
