@@ -50,6 +50,22 @@ class InkwellAPIView(APIView):
         return response
 
 
+class ErrorDetailSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    type = serializers.CharField()
+    param = serializers.CharField(allow_null=True)
+    code = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+def errors(*codes: int) -> dict:
+    """The documented error responses of an operation, all in the one envelope."""
+    return {code: ErrorSerializer for code in (401, 403, 429, *codes)}
+
+
 class StrictSerializer(serializers.Serializer):
     """Unknown fields are an error, not silence."""
 
@@ -109,7 +125,7 @@ class JobListCreateView(InkwellAPIView, GenericAPIView):
             OpenApiParameter("model", str),
             OpenApiParameter("q", str, description="Text in the prompt or output"),
         ],
-        responses=JobSerializer(many=True),
+        responses={200: JobSerializer(many=True), **errors(400, 404)},
     )
     def get(self, request):
         status_filter = request.query_params.get("status", "")
@@ -128,7 +144,7 @@ class JobListCreateView(InkwellAPIView, GenericAPIView):
 
     @extend_schema(
         request=JobCreateSerializer,
-        responses={201: JobSerializer, 200: JobSerializer},
+        responses={201: JobSerializer, 200: JobSerializer, **errors(400, 402, 404, 409, 422, 503)},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def post(self, request):
@@ -161,13 +177,13 @@ class JobListCreateView(InkwellAPIView, GenericAPIView):
 
 
 class JobDetailView(InkwellAPIView):
-    @extend_schema(responses=JobSerializer)
+    @extend_schema(responses={200: JobSerializer, **errors(404)})
     def get(self, request, job_id):
         return Response(JobSerializer(get_object_or_404(jobs_of(request.user), pk=job_id)).data)
 
 
 class JobCancelView(InkwellAPIView):
-    @extend_schema(request=None, responses=JobSerializer)
+    @extend_schema(request=None, responses={200: JobSerializer, **errors(404)})
     def post(self, request, job_id):
         job = job_cancel(job=get_object_or_404(jobs_of(request.user), pk=job_id))
         return Response(JobSerializer(job).data)
@@ -190,7 +206,7 @@ class UsageSerializer(serializers.Serializer):
 
 
 class UsageView(InkwellAPIView):
-    @extend_schema(responses=UsageSerializer)
+    @extend_schema(responses={200: UsageSerializer, **errors()})
     def get(self, request):
         entitlements = entitlements_for(request.user)
         period = quota_period_for(request.user, entitlements=entitlements)

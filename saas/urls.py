@@ -15,3 +15,6 @@ urlpatterns = [
     path("", include("inference.api_urls")),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "saas.views.not_found"
+handler500 = "saas.views.server_error"
