@@ -30,9 +30,11 @@ def key_from_header(header: str) -> str | None:
 
 
 def api_user(raw: str) -> tuple:
-    """(user, key) for a raw key, refusing plans without API access."""
+    """(user, key) for a raw key, refusing plans without API access. The user carries the
+    entitlements just read, so the rest of the request need not read them again."""
     key = api_key_authenticate(raw)
     entitlements = entitlements_for(key.user)
+    key.user.request_entitlements = entitlements
     if not entitlements.api_access:
         raise ApplicationError(
             f"Your plan ({entitlements.plan.name}) does not include API access. Upgrade to use your keys.",

@@ -22,9 +22,14 @@ from inference.services import job_cancel, job_submit, rate_limit_status
 from saas.errors import ApplicationError
 
 
+def request_entitlements(user):
+    """The entitlements the key authentication read for this request, or fresh ones."""
+    return getattr(user, "request_entitlements", None) or entitlements_for(user)
+
+
 def api_headers(user) -> dict[str, str]:
     """Rate-limit and quota headers, on every API response of a known user."""
-    entitlements = entitlements_for(user)
+    entitlements = request_entitlements(user)
     period = quota_period_for(user, entitlements=entitlements)
     allowance = period.allowance if period else entitlements.monthly_token_allowance
     remaining = period.remaining if period else allowance
@@ -187,6 +192,18 @@ class JobCancelView(InkwellAPIView):
     def post(self, request, job_id):
         job = job_cancel(job=get_object_or_404(jobs_of(request.user), pk=job_id))
         return Response(JobSerializer(job).data)
+
+
+class PingSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+
+
+class PingView(InkwellAPIView):
+    """Checks a key: authenticated, plan allows the API. Does nothing else."""
+
+    @extend_schema(responses={200: PingSerializer, **errors()})
+    def get(self, request):
+        return Response({"ok": True})
 
 
 class UsageDaySerializer(serializers.Serializer):

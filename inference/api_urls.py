@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/v1/jobs/<uuid:job_id>/cancel", api.JobCancelView.as_view(), name="api-job-cancel"),
     path("api/v1/jobs/<uuid:job_id>/stream", openai_api.api_job_stream, name="api-job-stream"),
     path("api/v1/usage", api.UsageView.as_view(), name="api-usage"),
+    path("api/v1/ping", api.PingView.as_view(), name="api-ping"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("v1/models", openai_api.models, name="openai-models"),

@@ -139,7 +139,9 @@ async def _handle(request, *, chat: bool):
                     raise ApplicationError("Send one prompt string per request.", param="prompt")
                 prompt = prompt[0]
             params["prompt"] = prompt if prompt is not None else ""
-        job = await sync_to_async(job_submit)(user=user, source=JobSource.OPENAI, **params)
+        job = await sync_to_async(job_submit)(
+            user=user, source=JobSource.OPENAI, entitlements=user.request_entitlements, **params
+        )
     except ApplicationError as error:
         return await _with_headers(_application_error(error), user)
     created = int(time.time())

@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import QuotaPeriod, UsageRecord
-from billing.selectors import entitlements_for
+from billing.selectors import Entitlements, entitlements_for
 from billing.services import quota_period_open, quota_reserve, quota_settle
 from inference import catalog, streams
 from inference.models import (
@@ -158,13 +158,14 @@ def job_submit(
     source: str = JobSource.WEB,
     idempotency_key: str = "",
     request_hash: str = "",
+    entitlements: Entitlements | None = None,
 ) -> GenerationJob:
     """Check the request against the plan and the quota, reserve its tokens, queue it.
 
     Everything that can be refused is refused before anything is written; the reservation, the
     concurrency check and the insert are one transaction; the task is sent after the commit.
     """
-    entitlements = entitlements_for(user)
+    entitlements = entitlements or entitlements_for(user)
     if model is None or model == "":
         available = [m for m in entitlements.allowed_models if m in settings.INFERENCE_MODELS]
         if not available:
@@ -263,17 +264,22 @@ def job_submit(
             plan_slug=entitlements.plan.slug,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            enqueued_at=timezone.now(),
         )
         transaction.on_commit(lambda: job_enqueue(job_id=job.id, queue=job.queue), robust=True)
     return job
 
 
 def job_enqueue(*, job_id, queue: str) -> None:
-    """Send the task; the job row records when, so the sweeper can resend a message that got lost."""
+    """Send the task. The row says when it was sent (set at insert, so the happy path writes
+    nothing more); if sending fails, the mark is cleared and the sweeper sends it again."""
     from inference.tasks import run_generation
 
-    run_generation.apply_async(args=[str(job_id)], queue=queue)
-    GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(enqueued_at=timezone.now())
+    try:
+        run_generation.apply_async(args=[str(job_id)], queue=queue)
+    except Exception:
+        GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(enqueued_at=None)
+        raise
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -425,7 +431,7 @@ def jobs_sweep() -> SweepReport:
             continue
         with transaction.atomic():
             requeued = GenerationJob.objects.filter(guard, pk=job.pk, status=JobStatus.RUNNING).update(
-                status=JobStatus.QUEUED, worker="", started_at=None, enqueued_at=None
+                status=JobStatus.QUEUED, worker="", started_at=None, enqueued_at=now
             )
             if requeued:
                 transaction.on_commit(lambda job=job: job_enqueue(job_id=job.pk, queue=job.queue), robust=True)
@@ -435,6 +441,7 @@ def jobs_sweep() -> SweepReport:
         | Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS))
     )
     for job in lost:
+        GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(enqueued_at=now)
         job_enqueue(job_id=job.pk, queue=job.queue)
         report.resent.append(str(job.pk))
     Worker.objects.filter(last_heartbeat_at__lt=now - timedelta(days=1)).delete()
