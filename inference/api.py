@@ -99,6 +99,13 @@ class JobCreateSerializer(StrictSerializer):
     seed = serializers.IntegerField(required=False, allow_null=True, default=None)
 
 
+class JobFilterSerializer(serializers.Serializer):
+    q = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    status = serializers.ChoiceField(choices=JobStatus.values, required=False, allow_blank=True)
+    model = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    page = serializers.IntegerField(required=False, min_value=1)
+
+
 class JobSerializer(serializers.ModelSerializer):
     text = serializers.CharField(source="output_text")
     error = serializers.CharField(source="error_message")
@@ -133,16 +140,13 @@ class JobListCreateView(InkwellAPIView, GenericAPIView):
         responses={200: JobSerializer(many=True), **errors(400, 404)},
     )
     def get(self, request):
-        status_filter = request.query_params.get("status", "")
-        if status_filter and status_filter not in JobStatus.values:
-            raise ApplicationError(
-                f"status must be one of {', '.join(JobStatus.values)}.", param="status", code="invalid_request"
-            )
+        filters = JobFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
         jobs = job_history(
             request.user,
-            query=request.query_params.get("q", ""),
-            status=status_filter,
-            model=request.query_params.get("model", ""),
+            query=filters.validated_data.get("q", ""),
+            status=filters.validated_data.get("status", ""),
+            model=filters.validated_data.get("model", ""),
         )
         page = self.paginate_queryset(jobs)
         return self.get_paginated_response(JobSerializer(page, many=True).data)

@@ -74,6 +74,12 @@ def _check_number(name: str, value, *, low: float, high: float, integer: bool = 
         raise _invalid(f"{name} must be between {low:g} and {high:g}; got {value:g}.", name)
 
 
+def _reject_nul(text: str, param: str) -> None:
+    # PostgreSQL cannot store NUL characters in text; say so instead of failing on insert.
+    if "\x00" in text:
+        raise _invalid(f"{param} contains a NUL character (\\u0000); remove it.", param)
+
+
 def _validate_messages(messages) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages must be a non-empty list of {role, content} turns.", "messages")
@@ -84,6 +90,7 @@ def _validate_messages(messages) -> list[dict]:
         content = message.get("content")
         if not isinstance(content, str):
             raise _invalid(f"messages[{index}].content must be a string.", f"messages[{index}].content")
+        _reject_nul(content, f"messages[{index}].content")
         clean.append({"role": message["role"], "content": content})
     if not any(m["content"].strip() for m in clean):
         raise _invalid("The conversation is empty: write a message first.", "messages")
@@ -102,6 +109,8 @@ def _validate_stop(stop) -> list[str]:
         raise _invalid(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed.", "stop")
     if any(len(s) > MAX_STOP_LENGTH for s in stop):
         raise _invalid(f"A stop sequence may be at most {MAX_STOP_LENGTH} characters long.", "stop")
+    for sequence in stop:
+        _reject_nul(sequence, "stop")
     return stop
 
 
@@ -200,6 +209,7 @@ def job_submit(
             raise _invalid("The prompt is empty: write something to continue.", "prompt")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise _invalid(f"The prompt is longer than {MAX_PROMPT_CHARS:,} characters.", "prompt")
+        _reject_nul(prompt, "prompt")
 
     cap = entitlements.max_new_tokens
     if max_new_tokens is None:

@@ -333,9 +333,10 @@ def job_download(request, job_id, extension: str):
 
 @login_required
 def history(request):
-    query = request.GET.get("q", "").strip()
+    # NUL characters cannot reach PostgreSQL; nobody searches for them on purpose.
+    query = request.GET.get("q", "").replace("\x00", "").strip()
     status = request.GET.get("status", "")
-    model = request.GET.get("model", "")
+    model = request.GET.get("model", "").replace("\x00", "")
     jobs = job_history(
         request.user,
         query=query,

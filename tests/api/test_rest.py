@@ -153,3 +153,19 @@ def test_the_schema_and_the_docs_are_served_without_a_cdn(client):
 
     assert schema.status_code == 200 and b"/api/v1/jobs" in schema.content
     assert "drf_spectacular_sidecar" in docs and "cdn" not in docs.lower()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"prompt": "a\x00b"}, {"messages": [{"role": "user", "content": "a\x00"}]}, {"prompt": "Hi", "stop": ["\x00"]}],
+)
+def test_a_nul_character_is_a_clear_400_not_a_server_error(api, body):
+    response = api.post("/api/v1/jobs", body, format="json")
+
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]["message"] or "null" in response.json()["error"]["message"].lower()
+
+
+def test_list_filters_are_validated(api):
+    assert api.get("/api/v1/jobs", {"q": "a\x00b"}).status_code == 400
+    assert api.get("/api/v1/jobs", {"status": "sleeping"}).json()["error"]["param"] == "status"
