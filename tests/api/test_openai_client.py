@@ -106,3 +106,24 @@ def test_a_key_sent_in_the_url_is_refused_and_never_logged(web_server, api_key):
     assert refused.value.code == 401
     assert "api_key_in_url" in refused.value.read().decode()
     assert api_key not in web_server.process.log()
+
+
+def test_the_rest_stream_follows_a_job_with_an_api_key(web_server, celery_worker, api_key, developer):
+    import json
+    import urllib.request
+
+    def call(method, path, body=None):
+        request = urllib.request.Request(
+            web_server.url + path,
+            data=json.dumps(body).encode() if body else None,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            method=method,
+        )
+        return urllib.request.urlopen(request, timeout=60)
+
+    created = json.loads(call("POST", "/api/v1/jobs", {"prompt": "Once", "max_new_tokens": 10}).read())
+    events = call("GET", created["stream_url"]).read().decode()
+
+    job = GenerationJob.objects.get(pk=created["id"])
+    assert events.rstrip().splitlines()[-2] == "event: end"
+    assert json.loads(events.rstrip().splitlines()[-1][len("data: ") :])["completion_tokens"] == job.completion_tokens
