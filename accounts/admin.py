@@ -1,20 +1,134 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from allauth.account.models import EmailAddress
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.shortcuts import render
 
-from accounts.models import User
+from accounts.apikeys import api_key_revoke
+from accounts.models import ApiKey, AuditEvent, User
+from accounts.services import user_suspend, user_unsuspend
+from billing.models import Plan
+from billing.services import plan_comp, quota_top_up
+from saas.errors import ApplicationError
+
+
+class TopUpForm(forms.Form):
+    tokens = forms.IntegerField(min_value=1)
+    reason = forms.CharField(max_length=300)
+
+
+class CompForm(forms.Form):
+    plan = forms.ModelChoiceField(queryset=Plan.objects.filter(is_active=True))
+    days = forms.IntegerField(min_value=1, max_value=3650, initial=30)
+
+
+class SuspendForm(forms.Form):
+    reason = forms.CharField(max_length=300)
+
+
+def _with_form(form_class, title: str, apply):
+    """An admin action that asks for a few fields on an intermediate page, then applies them."""
+
+    def action(modeladmin, request, queryset):
+        if "apply" in request.POST:
+            form = form_class(request.POST)
+            if form.is_valid():
+                for user in queryset:
+                    try:
+                        apply(user=user, actor=request.user, **form.cleaned_data)
+                    except ApplicationError as error:
+                        modeladmin.message_user(request, f"{user}: {error.message}", messages.ERROR)
+                modeladmin.message_user(request, f"{title}: done for {queryset.count()} user(s).")
+                return None
+        else:
+            form = form_class()
+        return render(
+            request,
+            "admin/user_action.html",
+            {"title": title, "form": form, "users": queryset, "action": request.POST["action"],
+             "opts": modeladmin.model._meta},
+        )  # fmt: skip
+
+    action.short_description = title
+    action.__name__ = title.lower().replace(" ", "_").replace("…", "")
+    return action
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
-    ordering = ("email",)
-    list_display = ("email", "first_name", "last_name", "is_staff", "is_active", "date_joined")
+    ordering = ("-date_joined",)
+    list_display = ("email", "is_active", "suspended_at", "is_staff", "date_joined", "last_login")
+    list_filter = ("is_staff", "is_active", "date_joined")
     search_fields = ("email", "first_name", "last_name")
+    readonly_fields = ("suspended_at", "suspension_reason", "last_login", "date_joined")
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name")}),
-        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        ("Status", {"fields": ("is_active", "suspended_at", "suspension_reason")}),
+        ("Permissions", {"fields": ("is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+    actions = [
+        _with_form(TopUpForm, "Grant a token top-up…", lambda user, actor, tokens, reason: quota_top_up(
+            user=user, tokens=tokens, reason=reason, granted_by=actor)),
+        _with_form(CompForm, "Comp a plan…", lambda user, actor, plan, days: plan_comp(
+            user=user, plan=plan, days=days, granted_by=actor)),
+        _with_form(SuspendForm, "Suspend…", lambda user, actor, reason: user_suspend(
+            user=user, reason=reason, actor=actor)),
+        "unsuspend",
+        "resend_verification",
+    ]  # fmt: skip
+
+    @admin.action(description="Unsuspend")
+    def unsuspend(self, request, queryset):
+        for user in queryset:
+            user_unsuspend(user=user, actor=request.user)
+        self.message_user(request, f"Unsuspended {queryset.count()} user(s).")
+
+    @admin.action(description="Resend the verification email")
+    def resend_verification(self, request, queryset):
+        sent = 0
+        for address in EmailAddress.objects.filter(user__in=queryset, verified=False, primary=True):
+            address.send_confirmation(request, signup=False)
+            sent += 1
+        self.message_user(request, f"Sent {sent} verification email(s); verified users were skipped.")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "display", "user", "scope", "created_at", "last_used_at", "expires_at", "revoked_at")
+    list_filter = ("scope",)
+    list_select_related = ("user",)
+    search_fields = ("user__email", "name", "prefix")
+    readonly_fields = ("user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # keys are created by their owner (or apikey_create), shown once
+
+    @admin.action(description="Revoke")
+    def revoke(self, request, queryset):
+        for key in queryset:
+            api_key_revoke(key=key, actor=request.user, request=request)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "action", "email", "actor", "ip")
+    list_filter = ("action", "created_at")
+    list_select_related = ("actor",)
+    search_fields = ("email", "user__email", "actor__email", "ip")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -16,7 +16,8 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import ApiKey, ApiKeyScope
+from accounts.audit import audit_record
+from accounts.models import ApiKey, ApiKeyScope, AuditAction
 from saas.errors import ApplicationError
 
 ALPHABET = string.digits + string.ascii_letters
@@ -56,7 +57,9 @@ def looks_valid(raw: str) -> bool:
     return all(c in ALPHABET for c in body) and hmac.compare_digest(_checksum(body), checksum)
 
 
-def api_key_create(*, user, name: str, scope: str = ApiKeyScope.WRITE, expires_in_days: int | None = None):
+def api_key_create(
+    *, user, name: str, scope: str = ApiKeyScope.WRITE, expires_in_days: int | None = None, request=None
+):
     """Returns (key row, the full key). The full key exists only in this return value."""
     if not name.strip():
         raise ApplicationError("Give the key a name, so you can tell your keys apart.", param="name")
@@ -73,11 +76,13 @@ def api_key_create(*, user, name: str, scope: str = ApiKeyScope.WRITE, expires_i
         scope=scope,
         expires_at=expires_at,
     )
+    audit_record(action=AuditAction.API_KEY_CREATED, user=user, actor=user, request=request, key=key.display)
     return key, raw
 
 
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def api_key_revoke(*, key: ApiKey, actor=None, request=None) -> ApiKey:
+    if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit_record(action=AuditAction.API_KEY_REVOKED, user=key.user, actor=actor, request=request, key=key.display)
     key.refresh_from_db()
     return key
 

@@ -32,6 +32,9 @@ class User(AbstractUser):
 
     username = None
     email = models.EmailField("email address", unique=True)
+    # Suspended users cannot sign in (is_active is off), use keys, or have jobs run.
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    suspension_reason = models.CharField(max_length=300, blank=True)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
@@ -72,3 +75,44 @@ class ApiKey(models.Model):
     @property
     def display(self) -> str:
         return f"ink_{self.prefix}…"
+
+
+class AuditAction(models.TextChoices):
+    LOGIN = "login", "Signed in"
+    LOGIN_FAILED = "login_failed", "Failed sign-in"
+    LOGOUT = "logout", "Signed out"
+    API_KEY_CREATED = "api_key_created", "API key created"
+    API_KEY_REVOKED = "api_key_revoked", "API key revoked"
+    PLAN_CHANGED = "plan_changed", "Plan changed"
+    TOP_UP = "top_up", "Tokens topped up"
+    PLAN_COMPED = "plan_comped", "Plan granted without payment"
+    SUSPENDED = "suspended", "Account suspended"
+    UNSUSPENDED = "unsuspended", "Account unsuspended"
+    WEBHOOK_FAILED = "webhook_failed", "Stripe webhook failed"
+    WEBHOOK_REPLAYED = "webhook_replayed", "Stripe webhook replayed"
+    ACCOUNT_DELETED = "account_deleted", "Account deleted"
+
+
+SECURITY_ACTIONS = (
+    AuditAction.LOGIN, AuditAction.LOGIN_FAILED, AuditAction.LOGOUT,
+    AuditAction.API_KEY_CREATED, AuditAction.API_KEY_REVOKED, AuditAction.SUSPENDED, AuditAction.UNSUSPENDED,
+)  # fmt: skip
+
+
+class AuditEvent(models.Model):
+    """Security and money events: who did what to whom, when, and from where. Append-only."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=32, choices=AuditAction.choices, db_index=True)
+    user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events")
+    actor = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_actions")
+    email = models.CharField(max_length=254, blank=True, help_text="Kept when the user is gone or unknown.")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.email}"

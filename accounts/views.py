@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from accounts.apikeys import api_key_create, api_key_revoke
 from accounts.forms import ApiKeyForm, DeleteAccountForm, ProfileForm
+from accounts.models import SECURITY_ACTIONS
 from accounts.services import account_delete
 from billing.selectors import entitlements_for
 
@@ -19,7 +20,8 @@ def profile(request):
         form.save()
         messages.success(request, "Profile saved.")
         return redirect("account_profile")
-    return render(request, "accounts/profile.html", {"form": form})
+    events = request.user.audit_events.filter(action__in=SECURITY_ACTIONS)[:20]
+    return render(request, "accounts/profile.html", {"form": form, "security_events": events})
 
 
 @login_required
@@ -45,6 +47,7 @@ def api_keys(request):
             name=form.cleaned_data["name"],
             scope=form.cleaned_data["scope"],
             expires_in_days=form.cleaned_data["expires_in_days"],
+            request=request,
         )
         created = {"key": key, "raw": raw}
         form = ApiKeyForm()
@@ -66,6 +69,8 @@ def api_keys(request):
 @login_required
 def api_key_revoke_view(request, key_id: int):
     if request.method == "POST":
-        key = api_key_revoke(key=get_object_or_404(request.user.api_keys, pk=key_id))
+        key = api_key_revoke(
+            key=get_object_or_404(request.user.api_keys, pk=key_id), actor=request.user, request=request
+        )
         messages.success(request, f"Key {key.name} revoked: requests with it now get 401.")
     return redirect("account_api_keys")

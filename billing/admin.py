@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
+from django.utils.html import format_html
 
-from billing.models import BillingCustomer, Plan, QuotaPeriod, Subscription, UsageRecord, WebhookEvent
-from billing.services import plan_stripe_sync
+from billing.models import (
+    BillingCustomer,
+    Plan,
+    QuotaPeriod,
+    QuotaTopUp,
+    Subscription,
+    UsageRecord,
+    WebhookEvent,
+    WebhookStatus,
+)
+from billing.services import plan_stripe_sync, webhook_event_replay
 
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
     list_display = (
         "name", "slug", "price_cents", "monthly_token_allowance", "max_new_tokens",
-        "max_concurrent_jobs", "queue_priority", "api_access", "is_default", "is_public", "is_active", "order",
+        "max_concurrent_jobs", "queue_priority", "api_access", "retention_days", "is_default", "is_public",
+        "is_active", "order",
     )  # fmt: skip
     list_editable = ("order",)
     prepopulated_fields = {"slug": ("name",)}
@@ -27,11 +39,28 @@ class PlanAdmin(admin.ModelAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ("user", "plan", "status", "current_period_end", "cancel_at_period_end")
-    list_filter = ("status", "plan")
+    """A read-only mirror of Stripe: change subscriptions in Stripe, and they follow here."""
+
+    list_display = ("user", "plan", "status", "is_comp", "current_period_end", "cancel_at_period_end", "stripe_link")
+    list_filter = ("status", "plan", "is_comp", "cancel_at_period_end")
     list_select_related = ("user", "plan")
-    search_fields = ("user__email", "stripe_subscription_id")
-    raw_id_fields = ("user",)
+    search_fields = ("user__email", "stripe_subscription_id", "stripe_customer_id")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Stripe")
+    def stripe_link(self, obj):
+        if not obj.stripe_subscription_id:
+            return "comp" if obj.is_comp else "—"
+        return format_html(
+            '<a href="{}/subscriptions/{}" target="_blank" rel="noopener">open</a>',
+            settings.STRIPE_DASHBOARD_URL,
+            obj.stripe_subscription_id,
+        )
 
 
 @admin.register(QuotaPeriod)
@@ -61,7 +90,31 @@ class BillingCustomerAdmin(admin.ModelAdmin):
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
-    list_display = ("received_at", "type", "stripe_event_id", "status", "attempts")
+    list_display = ("received_at", "type", "stripe_event_id", "status", "attempts", "error")
     list_filter = ("status", "type")
     search_fields = ("stripe_event_id",)
     readonly_fields = ("stripe_event_id", "type", "stripe_created_at", "payload", "status", "error", "attempts")
+    actions = ["replay"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Replay (failed events only)")
+    def replay(self, request, queryset):
+        for event in queryset.filter(status=WebhookStatus.FAILED):
+            try:
+                webhook_event_replay(event=event, actor=request.user)
+            except Exception as exc:
+                self.message_user(request, f"{event.stripe_event_id} failed again: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{event.stripe_event_id} applied.")
+
+
+@admin.register(QuotaTopUp)
+class QuotaTopUpAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "user", "tokens", "reason", "granted_by")
+    list_select_related = ("user", "granted_by")
+    search_fields = ("user__email", "reason")
+
+    def has_add_permission(self, request) -> bool:
+        return False  # through the user admin's action, which writes the audit entry

@@ -36,6 +36,9 @@ class Plan(models.Model):
     )
     api_access = models.BooleanField(default=False)
     is_default = models.BooleanField(default=False, help_text="The plan of every user without a subscription.")
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Erase job texts this many days after they finish (empty: keep)."
+    )
     is_public = models.BooleanField(default=True)
     is_active = models.BooleanField(default=True)
     order = models.PositiveIntegerField(default=0)
@@ -92,6 +95,8 @@ class Subscription(models.Model):
     current_period_end = models.DateTimeField()
     cancel_at_period_end = models.BooleanField(default=False)
     stripe_subscription_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    # Granted by staff without Stripe (partners, support): no Stripe object, no revenue.
+    is_comp = models.BooleanField(default=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True)
     stripe_price_id = models.CharField(max_length=255, blank=True)
     # Stripe's time of the newest state applied: an older event's object is ignored.
@@ -164,6 +169,22 @@ class QuotaPeriod(models.Model):
     @property
     def remaining(self) -> int:
         return max(0, self.allowance - self.used - self.reserved)
+
+
+class QuotaTopUp(models.Model):
+    """Extra tokens granted by staff for one period, with the reason; applied once, on creation."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="top_ups")
+    quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.CASCADE, related_name="top_ups")
+    tokens = models.PositiveBigIntegerField()
+    reason = models.CharField(max_length=300)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"+{self.tokens} for {self.user}"
 
 
 class UsageRecord(models.Model):

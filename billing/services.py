@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -16,6 +16,7 @@ from billing.models import (
     Plan,
     QueuePriority,
     QuotaPeriod,
+    QuotaTopUp,
     Subscription,
     SubscriptionStatus,
     WebhookEvent,
@@ -248,6 +249,7 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
             return local
         if local.status == SubscriptionStatus.CANCELED and status != SubscriptionStatus.CANCELED:
             return local
+    before = (local.plan_id, local.status) if local is not None else None
     local = local or Subscription(stripe_subscription_id=obj["id"])
     local.user = user
     local.plan = plan
@@ -264,6 +266,11 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
     else:
         local.past_due_since = None
     local.save()
+    if before != (plan.pk, status):
+        from accounts.audit import audit_record
+        from accounts.models import AuditAction
+
+        audit_record(action=AuditAction.PLAN_CHANGED, user=user, plan=plan.slug, status=status, subscription=obj["id"])
     if status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING):
         quota_period_grant(
             user=user, period_start=period_start, period_end=period_end, allowance=plan.monthly_token_allowance
@@ -366,6 +373,20 @@ def _webhook_failure_record(*, event: dict, created_at: datetime, error: str) ->
         )
         if not created and record.status == WebhookStatus.FAILED:
             WebhookEvent.objects.filter(pk=record.pk).update(error=error, attempts=F("attempts") + 1)
+        from accounts.audit import audit_record
+        from accounts.models import AuditAction
+
+        audit_record(action=AuditAction.WEBHOOK_FAILED, event=event["id"], type=event["type"], error=error[:500])
+
+
+def webhook_event_replay(*, event: WebhookEvent, actor=None) -> WebhookEvent:
+    """Apply a stored, failed event again (from the admin): once, like any delivery."""
+    from accounts.audit import audit_record
+    from accounts.models import AuditAction
+
+    record = webhook_event_apply(event=event.payload)
+    audit_record(action=AuditAction.WEBHOOK_REPLAYED, actor=actor, event=event.stripe_event_id, status=record.status)
+    return record
 
 
 def webhook_receive(*, payload: bytes, signature: str) -> WebhookEvent:
@@ -454,3 +475,50 @@ def plan_stripe_sync(*, plan: Plan) -> Plan:
         stripe_price_currency=plan.stripe_price_currency,
     )
     return plan
+
+
+# --- staff actions ---------------------------------------------------------------------------------
+
+
+def quota_top_up(*, user, tokens: int, reason: str, granted_by=None) -> QuotaTopUp:
+    """Raise the user's current allowance by ``tokens``, once, with a reason, in the audit log."""
+    from accounts.audit import audit_record
+    from accounts.models import AuditAction
+
+    if tokens <= 0:
+        raise ApplicationError("A top-up must add at least one token.", param="tokens")
+    if not reason.strip():
+        raise ApplicationError("Say why the tokens are granted.", param="reason")
+    entitlements = entitlements_for(user)
+    with transaction.atomic():
+        period = quota_period_open(user=user, entitlements=entitlements)
+        top_up = QuotaTopUp.objects.create(
+            user=user, quota_period=period, tokens=tokens, reason=reason.strip(), granted_by=granted_by
+        )
+        QuotaPeriod.objects.filter(pk=period.pk).update(allowance=F("allowance") + tokens)
+        audit_record(action=AuditAction.TOP_UP, user=user, actor=granted_by, tokens=tokens, reason=reason.strip())
+    return top_up
+
+
+def plan_comp(*, user, plan: Plan, days: int, granted_by=None) -> Subscription:
+    """Give ``plan`` for ``days`` without Stripe (partners, support): a subscription marked comp."""
+    from accounts.audit import audit_record
+    from accounts.models import AuditAction
+
+    if days <= 0:
+        raise ApplicationError("Comp a plan for at least one day.", param="days")
+    now = timezone.now()
+    with transaction.atomic():
+        subscription = Subscription.objects.create(
+            user=user,
+            plan=plan,
+            status=SubscriptionStatus.ACTIVE,
+            current_period_start=now,
+            current_period_end=now + timedelta(days=days),
+            is_comp=True,
+        )
+        quota_period_grant(
+            user=user, period_start=now, period_end=now + timedelta(days=days), allowance=plan.monthly_token_allowance
+        )
+        audit_record(action=AuditAction.PLAN_COMPED, user=user, actor=granted_by, plan=plan.slug, days=days)
+    return subscription

@@ -94,6 +94,8 @@ class GenerationJob(models.Model):
     # An API client's Idempotency-Key: a retry with the same key gets the same job.
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_hash = models.CharField(max_length=64, blank=True)
+    # The plan's retention erased the texts; the numbers stay.
+    texts_erased_at = models.DateTimeField(null=True, blank=True)
     # The user deleted the job: its texts are gone, its numbers stay for usage and billing.
     deleted_at = models.DateTimeField(null=True, blank=True)
 
@@ -121,6 +123,8 @@ class GenerationJob(models.Model):
     @property
     def title(self) -> str:
         """A line to list the job by: its prompt, or the last thing the user said in a chat."""
+        if self.texts_erased_at:
+            return "(text erased by the retention policy)"
         if self.prompt:
             return self.prompt
         said = [m["content"] for m in self.messages or [] if m.get("role") == "user"]

@@ -467,3 +467,18 @@ def job_delete(*, job: GenerationJob) -> GenerationJob:
     )
     job.refresh_from_db()
     return job
+
+
+def job_texts_erase_expired(*, now=None) -> int:
+    """Erase the texts of finished jobs older than their plan's retention; counts stay. Returns
+    how many jobs were erased."""
+    from billing.models import Plan
+
+    now = now or timezone.now()
+    erased = 0
+    for plan in Plan.objects.filter(retention_days__isnull=False):
+        cutoff = now - timedelta(days=plan.retention_days)
+        erased += GenerationJob.objects.filter(
+            plan_slug=plan.slug, finished_at__lt=cutoff, texts_erased_at__isnull=True
+        ).update(prompt="", messages=None, output_text="", stop=[], texts_erased_at=now)
+    return erased

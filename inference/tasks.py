@@ -65,3 +65,11 @@ def sweep_jobs() -> str:
     if report.requeued or report.failed or report.resent:
         logger.info("sweep: %s", report)
     return str(report)
+
+
+@shared_task(name="inference.erase_expired_texts", ignore_result=True)
+def erase_expired_texts() -> int:
+    erased = services.job_texts_erase_expired()
+    if erased:
+        logger.info("retention: erased the texts of %d jobs", erased)
+    return erased

@@ -57,7 +57,12 @@ def _config() -> dict:
                 "task": "inference.sweep_jobs",
                 "schedule": settings.SWEEP_INTERVAL_SECONDS,
                 "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.SWEEP_INTERVAL_SECONDS},
-            }
+            },
+            "erase-expired-texts": {
+                "task": "inference.erase_expired_texts",
+                "schedule": 3600,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
+            },
         },
         beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
         worker_hijack_root_logger=False,

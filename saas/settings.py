@@ -215,6 +215,8 @@ BILLING_SANDBOX = not STRIPE_SECRET_KEY
 if PRODUCTION and BILLING_SANDBOX:
     raise ImproperlyConfigured("the billing sandbox cannot run in production: set STRIPE_SECRET_KEY")
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=3)
+# What one GPU-hour costs you, for the business dashboard's margin (in the plans' currency).
+GPU_HOUR_COST = env.float("GPU_HOUR_COST", default=2.50)
 WEBHOOK_TOLERANCE_SECONDS = 300
 
 # --- Accounts ---------------------------------------------------------------------------------
