@@ -8,6 +8,7 @@ from saas import health, views
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
+    path("privacy/", views.privacy, name="privacy"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("", include("inference.urls")),

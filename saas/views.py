@@ -10,6 +10,12 @@ def home(request):
     return render(request, "home.html")
 
 
+def privacy(request):
+    from billing.selectors import public_plans
+
+    return render(request, "privacy.html", {"plans": public_plans()})
+
+
 API_PREFIXES = ("/api/", "/v1/")
 
 

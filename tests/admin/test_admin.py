@@ -231,3 +231,10 @@ def test_a_comped_plan_applies_without_stripe_and_brings_no_revenue(plans):
 
     assert entitlements_for(user).plan.slug == "pro"
     assert business_numbers()["mrr"] == 0
+
+
+def test_the_privacy_page_states_each_plans_retention(client, plans):
+    page = client.get("/privacy/").content.decode()
+
+    assert "erased 30 days after a job finishes" in page
+    assert "kept until you delete them" in page
