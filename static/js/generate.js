@@ -57,13 +57,27 @@
     }).catch(function () {});
   }
 
+  function showQueue(data) {
+    if (data.queue_position !== null && data.queue_position !== undefined) {
+      queueInfo.textContent = "Position " + (data.queue_position + 1) + " in the queue" +
+        (data.wait_estimate_seconds ? ", about " + data.wait_estimate_seconds + " s." : ".");
+    }
+  }
+
+  function watchQueue() {
+    // Only the queue position: the text comes from the stream.
+    fetch(current.statusUrl, {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (data) {
+      if (data.status !== "queued" || statusPill.textContent !== "queued") return;
+      showQueue(data);
+      setTimeout(watchQueue, 2000);
+    }).catch(function () {});
+  }
+
   function poll() {
+    // The fallback when the stream dropped: the whole state, every second, until the end.
     fetch(current.statusUrl, {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (data) {
       textBox.textContent = data.text;
-      if (data.queue_position !== null && data.queue_position !== undefined) {
-        queueInfo.textContent = "Position " + (data.queue_position + 1) + " in the queue" +
-          (data.wait_estimate_seconds ? ", about " + data.wait_estimate_seconds + " s." : ".");
-      }
+      showQueue(data);
       if (["succeeded", "failed", "cancelled"].indexOf(data.status) >= 0) { finish(data); return; }
       setStatus(data.status);
       pollTimer = setTimeout(poll, 1000);
@@ -104,7 +118,7 @@
       if (kind === "rerun") a.href = "?from=" + job.id;
       if (kind === "job") a.href = job.url;
     });
-    poll(); // queue position right away
+    watchQueue();
     stream();
   }
 
