@@ -5,11 +5,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.html import format_html
 
 from accounts.apikeys import api_key_revoke
 from accounts.models import ApiKey, AuditEvent, User
 from accounts.services import user_suspend, user_unsuspend
 from billing.models import Plan
+from billing.selectors import entitlements_for, quota_period_for
 from billing.services import plan_comp, quota_top_up
 from saas.errors import ApplicationError
 
@@ -62,9 +65,12 @@ class UserAdmin(DjangoUserAdmin):
     list_display = ("email", "is_active", "suspended_at", "is_staff", "date_joined", "last_login")
     list_filter = ("is_staff", "is_active", "date_joined")
     search_fields = ("email", "first_name", "last_name")
-    readonly_fields = ("suspended_at", "suspension_reason", "last_login", "date_joined")
+    readonly_fields = (
+        "suspended_at", "suspension_reason", "last_login", "date_joined", "current_plan", "period_usage", "jobs",
+    )  # fmt: skip
     fieldsets = (
         (None, {"fields": ("email", "password")}),
+        ("Plan and usage", {"fields": ("current_plan", "period_usage", "jobs")}),
         ("Personal info", {"fields": ("first_name", "last_name")}),
         ("Status", {"fields": ("is_active", "suspended_at", "suspension_reason")}),
         ("Permissions", {"fields": ("is_staff", "is_superuser", "groups", "user_permissions")}),
@@ -81,6 +87,28 @@ class UserAdmin(DjangoUserAdmin):
         "unsuspend",
         "resend_verification",
     ]  # fmt: skip
+
+    @admin.display(description="Plan")
+    def current_plan(self, obj) -> str:
+        entitlements = entitlements_for(obj)
+        subscription = entitlements.subscription
+        status = (
+            f"{subscription.status}{' (comp)' if subscription.is_comp else ''}" if subscription else "no subscription"
+        )
+        return f"{entitlements.plan.name}: {status}, period ends {entitlements.period_end:%Y-%m-%d}"
+
+    @admin.display(description="This period")
+    def period_usage(self, obj) -> str:
+        entitlements = entitlements_for(obj)
+        period = quota_period_for(obj, entitlements=entitlements)
+        if period is None:
+            return f"nothing used of {entitlements.monthly_token_allowance:,}"
+        return f"{period.used:,} used + {period.reserved:,} reserved of {period.allowance:,}"
+
+    @admin.display(description="Jobs")
+    def jobs(self, obj):
+        url = reverse("admin:inference_generationjob_changelist") + f"?user__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} jobs</a>', url, obj.generation_jobs.count())
 
     @admin.action(description="Unsuspend")
     def unsuspend(self, request, queryset):

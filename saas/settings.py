@@ -88,6 +88,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "saas.middleware.StaffOnlyAdminMiddleware",
 ]
 
 ROOT_URLCONF = "saas.urls"
