@@ -333,15 +333,7 @@ def webhook_event_apply(*, event: dict) -> WebhookEvent:
     created_at = stripe_client.as_datetime(event["created"])
     try:
         with transaction.atomic():
-            record, created = WebhookEvent.objects.select_for_update().get_or_create(
-                stripe_event_id=event["id"],
-                defaults={
-                    "type": event["type"],
-                    "stripe_created_at": created_at,
-                    "payload": event,
-                    "status": WebhookStatus.FAILED,
-                },
-            )
+            record, created = _webhook_event_row(event=event, created_at=created_at)
             if not created and record.status != WebhookStatus.FAILED:
                 return record
             handler = WEBHOOK_HANDLERS.get(event["type"])
@@ -359,18 +351,23 @@ def webhook_event_apply(*, event: dict) -> WebhookEvent:
         raise
 
 
+def _webhook_event_row(*, event: dict, created_at: datetime, error: str = "") -> tuple[WebhookEvent, bool]:
+    """The event's row, locked; a new one starts as failed until its handler has succeeded."""
+    return WebhookEvent.objects.select_for_update().get_or_create(
+        stripe_event_id=event["id"],
+        defaults={
+            "type": event["type"],
+            "stripe_created_at": created_at,
+            "payload": event,
+            "status": WebhookStatus.FAILED,
+            "error": error,
+        },
+    )
+
+
 def _webhook_failure_record(*, event: dict, created_at: datetime, error: str) -> None:
     with transaction.atomic():
-        record, created = WebhookEvent.objects.select_for_update().get_or_create(
-            stripe_event_id=event["id"],
-            defaults={
-                "type": event["type"],
-                "stripe_created_at": created_at,
-                "payload": event,
-                "status": WebhookStatus.FAILED,
-                "error": error,
-            },
-        )
+        record, created = _webhook_event_row(event=event, created_at=created_at, error=error)
         if not created and record.status == WebhookStatus.FAILED:
             WebhookEvent.objects.filter(pk=record.pk).update(error=error, attempts=F("attempts") + 1)
         from accounts.audit import audit_record

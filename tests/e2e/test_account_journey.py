@@ -1,23 +1,13 @@
 from __future__ import annotations
 
-import re
-
 import pytest
 from playwright.sync_api import expect
 
 from accounts.models import User
+from tests.e2e.helpers import verification_link
 from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def _verification_link(mails: list[str], email: str) -> str:
-    for message in reversed(mails):
-        if f"To: {email}" in message:
-            match = re.search(r"https?://\S+/accounts/confirm-email/\S+/", message)
-            if match:
-                return match.group(0)
-    raise AssertionError(f"no verification mail to {email} among {len(mails)} messages")
 
 
 def test_sign_up_verify_log_in_and_log_out(page, web_server, artifacts_dir):
@@ -33,7 +23,7 @@ def test_sign_up_verify_log_in_and_log_out(page, web_server, artifacts_dir):
     expect(page.get_by_role("heading", level=1)).to_contain_text("Verify Your Email Address")
     assert not User.objects.get(email=email).emailaddress_set.get().verified
 
-    page.goto(_verification_link(web_server.mails(), email))
+    page.goto(verification_link(web_server.mails(), email))
     page.get_by_role("button", name="Confirm").click()
     assert User.objects.get(email=email).emailaddress_set.get().verified
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from accounts.models import User
 from billing.models import QuotaPeriod
 from billing.selectors import calendar_month
 from inference.models import GenerationJob
+from tests.e2e.helpers import sign_in, verification_link
 from tests.factories import PASSWORD, PlanFactory, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -24,22 +24,6 @@ def free_plan(db, tiny_model_path):
         slug="free", name="Free", is_default=True, price_cents=0, monthly_token_allowance=50_000,
         max_new_tokens=1000, max_prompt_tokens=500, max_concurrent_jobs=4, requests_per_minute=60,
     )  # fmt: skip
-
-
-def _verification_link(mails: list[str], email: str) -> str:
-    for message in reversed(mails):
-        if f"To: {email}" in message:
-            match = re.search(r"https?://\S+/accounts/confirm-email/\S+/", message)
-            if match:
-                return match.group(0)
-    raise AssertionError(f"no verification mail to {email}")
-
-
-def _sign_in(page, url: str, email: str) -> None:
-    page.goto(url + "/accounts/login/")
-    page.locator("#id_login").fill(email)
-    page.locator("#id_password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign In").click()
 
 
 def _generate(page, prompt: str, max_new_tokens: int) -> None:
@@ -59,9 +43,9 @@ def test_sign_up_generate_watch_the_stream_and_find_it_in_history(
     page.locator("#id_password1").fill(PASSWORD)
     page.locator("#id_password2").fill(PASSWORD)
     page.get_by_role("button", name="Sign Up").click()
-    page.goto(_verification_link(web_server.mails(), email))
+    page.goto(verification_link(web_server.mails(), email))
     page.get_by_role("button", name="Confirm").click()
-    _sign_in(page, web_server.url, email)
+    sign_in(page, web_server.url, email)
 
     page.goto(web_server.url + "/generate/")
     expect(page.get_by_test_id("quota-meter")).to_contain_text("0 / 50,000")
@@ -101,7 +85,7 @@ def test_stopping_a_generation_keeps_the_text_and_charges_only_what_was_generate
     page, web_server, celery_worker, free_plan
 ):
     user = UserFactory(email="stopper@example.com")
-    _sign_in(page, web_server.url, user.email)
+    sign_in(page, web_server.url, user.email)
     page.goto(web_server.url + "/generate/")
 
     _generate(page, "Once upon a time", 1000)
@@ -119,7 +103,7 @@ def test_stopping_a_generation_keeps_the_text_and_charges_only_what_was_generate
 
 def test_with_no_tokens_left_the_form_says_so_and_when_they_reset(page, web_server, free_plan):
     user = UserFactory(email="spent@example.com")
-    _sign_in(page, web_server.url, user.email)
+    sign_in(page, web_server.url, user.email)
     page.goto(web_server.url + "/generate/")
     period_start, period_end = calendar_month(timezone.now())
     QuotaPeriod.objects.create(

@@ -6,7 +6,8 @@ import pytest
 from playwright.sync_api import expect
 
 from billing.models import Subscription
-from tests.factories import PASSWORD, PlanFactory, UserFactory
+from tests.e2e.helpers import sign_in
+from tests.factories import PlanFactory, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -20,16 +21,9 @@ def plans(db):
     return free, pro
 
 
-def _sign_in(page, url: str, email: str) -> None:
-    page.goto(url + "/accounts/login/")
-    page.locator("#id_login").fill(email)
-    page.locator("#id_password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign In").click()
-
-
 def test_a_new_user_subscribes_to_pro_and_sees_its_allowance(page, web_server, celery_worker, plans, artifacts_dir):
     user = UserFactory(email="buyer@example.com")
-    _sign_in(page, web_server.url, user.email)
+    sign_in(page, web_server.url, user.email)
     expect(page.get_by_test_id("quota-meter")).to_contain_text("Free")
 
     page.goto(web_server.url + "/pricing/")
@@ -51,7 +45,7 @@ def test_a_new_user_subscribes_to_pro_and_sees_its_allowance(page, web_server, c
 
 def test_a_declined_payment_leaves_the_user_on_free_with_a_clear_message(page, web_server, celery_worker, plans):
     user = UserFactory(email="declined@example.com")
-    _sign_in(page, web_server.url, user.email)
+    sign_in(page, web_server.url, user.email)
 
     page.goto(web_server.url + "/pricing/")
     page.get_by_role("button", name="Choose Pro").click()
