@@ -56,11 +56,18 @@ def subscribe(request, slug: str):
             success_url=request.build_absolute_uri(reverse("billing:success")),
             cancel_url=request.build_absolute_uri(reverse("billing:cancel")),
         )
-    except Conflict:
+    except Conflict as conflict:
         # Never a second subscription: the portal changes the one they have.
-        return redirect(
-            services.portal_start(user=request.user, return_url=request.build_absolute_uri(reverse("billing:home")))
-        )
+        try:
+            return redirect(
+                services.portal_start(user=request.user, return_url=request.build_absolute_uri(reverse("billing:home")))
+            )
+        except ApplicationError:
+            # A plan granted by staff has no Stripe customer to manage.
+            messages.info(
+                request, f"{conflict.message} Your current plan was granted by Inkwell; contact us to change it."
+            )
+            return redirect("billing:home")
     except ApplicationError as error:
         messages.error(request, error.message)
         return redirect("billing:pricing")

@@ -127,3 +127,17 @@ def test_saving_a_paid_plan_creates_its_product_and_price_and_a_new_amount_archi
     paths = [(r["path"], r["data"]) for r in stripe.requests]
     assert ("/v1/prices/price_1", {"active": "false"}) in paths
     assert any(path == "/v1/prices" and data["unit_amount"] == "5900" for path, data in paths)
+
+
+def test_a_user_on_a_comped_plan_is_told_instead_of_sent_to_a_portal_they_do_not_have(client, free_plan, pro_plan):
+    from billing.services import plan_comp
+    from tests.factories import UserFactory
+
+    user = UserFactory(email="partner@example.com")
+    plan_comp(user=user, plan=pro_plan, days=30)
+    client.force_login(user)
+
+    response = client.post("/billing/subscribe/pro/", follow=True)
+
+    assert response.status_code == 200
+    assert "granted by Inkwell" in response.content.decode()
