@@ -56,6 +56,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="inkwell"'
 
 
+class PlanAllowsApi(permissions.BasePermission):
+    """The API is a plan feature whether the caller uses a key or a signed-in browser session."""
+
+    message = "Your plan does not include API access. Upgrade to use the API."
+
+    def has_permission(self, request, view) -> bool:
+        if isinstance(request.auth, ApiKey) or not request.user or not request.user.is_authenticated:
+            return True  # keys were checked when they authenticated; anonymous users get 401
+        return entitlements_for(request.user).api_access
+
+
 class KeyScopeAllows(permissions.BasePermission):
     """A read-only key may read; writing needs a read-write key."""
 

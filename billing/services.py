@@ -25,6 +25,8 @@ from billing.models import (
 from billing.selectors import Entitlements, entitlements_for
 from saas.errors import ApplicationError, Conflict, QuotaExceeded
 
+ENTITLED_OR_GRACE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE)
+
 
 def quota_period_open(*, user, entitlements: Entitlements) -> QuotaPeriod:
     """The ledger row of the user's current period, created with the plan's allowance the first
@@ -200,6 +202,11 @@ def subscription_cancel_now(*, user) -> None:
 # --- Stripe: webhooks ---------------------------------------------------------------------------------
 
 
+class NotOurs(Exception):
+    """The event is about a customer Inkwell does not know (for instance a deleted account):
+    acknowledge it and change nothing, so Stripe stops retrying."""
+
+
 class RetryLater(Exception):
     """The event cannot be applied yet (say, an invoice for a subscription not seen yet): answer
     5xx so that Stripe delivers it again later."""
@@ -234,9 +241,15 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
     obj = stripe_subscription
     user = _user_for(stripe_client.object_id(obj.get("customer")), obj.get("metadata"))
     if user is None:
-        raise ApplicationError(f"Subscription {obj['id']} belongs to no Inkwell customer.", code="unknown_customer")
+        raise NotOurs(f"subscription {obj['id']} belongs to no Inkwell customer")
     price_id = stripe_client.subscription_price_id(obj)
-    plan = Plan.objects.filter(stripe_price_id=price_id).first()
+    # A plan whose price changed keeps selling under a new Price; subscribers on the archived one
+    # are found through the plan's Product (or the plan slug that Checkout put in the metadata).
+    plan = (
+        Plan.objects.filter(stripe_price_id=price_id).first()
+        or Plan.objects.filter(stripe_product_id=stripe_client.subscription_product_id(obj) or "-").first()
+        or Plan.objects.filter(slug=(obj.get("metadata") or {}).get("plan") or "-", stripe_price_id__gt="").first()
+    )
     if plan is None:
         raise ApplicationError(
             f"Subscription {obj['id']} has price {price_id}, which no plan sells.", code="unknown_price"
@@ -248,6 +261,11 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
         if local.stripe_synced_at and as_of < local.stripe_synced_at:
             return local
         if local.status == SubscriptionStatus.CANCELED and status != SubscriptionStatus.CANCELED:
+            return local
+        # Events are stamped to the second: of two from the same second, an "incomplete" state
+        # (the subscription as first created) never overrides one that is already paid for.
+        tied = local.stripe_synced_at is not None and as_of == local.stripe_synced_at
+        if tied and status == SubscriptionStatus.INCOMPLETE and local.status in ENTITLED_OR_GRACE:
             return local
     before = (local.plan_id, local.status) if local is not None else None
     local = local or Subscription(stripe_subscription_id=obj["id"])
@@ -294,6 +312,8 @@ def _local_subscription_for(invoice: dict) -> Subscription | None:
     if subscription_id is None:
         return None  # not a subscription invoice
     local = Subscription.objects.select_for_update().filter(stripe_subscription_id=subscription_id).first()
+    if local is None and _user_for(stripe_client.object_id(invoice.get("customer")), None) is None:
+        raise NotOurs(f"invoice {invoice.get('id')} is for a customer Inkwell does not know")
     if local is None:
         raise RetryLater(f"invoice {invoice.get('id')} names subscription {subscription_id}, not seen yet")
     return local
@@ -337,10 +357,17 @@ def webhook_event_apply(*, event: dict) -> WebhookEvent:
             if not created and record.status != WebhookStatus.FAILED:
                 return record
             handler = WEBHOOK_HANDLERS.get(event["type"])
-            if handler is not None:
-                handler(event["data"]["object"], created_at)
-            record.status = WebhookStatus.PROCESSED if handler else WebhookStatus.IGNORED
-            record.error = ""
+            ours = handler is not None
+            if ours:
+                try:
+                    with transaction.atomic():
+                        handler(event["data"]["object"], created_at)
+                except NotOurs as verdict:
+                    ours = False
+                    record.error = str(verdict)
+            record.status = WebhookStatus.PROCESSED if ours else WebhookStatus.IGNORED
+            if ours:
+                record.error = ""
             record.processed_at = timezone.now()
             if not created:
                 record.attempts += 1

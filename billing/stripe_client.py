@@ -81,6 +81,14 @@ def subscription_price_id(subscription: dict) -> str | None:
     return object_id(item.get("price")) or object_id(item.get("plan"))
 
 
+def subscription_product_id(subscription: dict) -> str | None:
+    items = (subscription.get("items") or {}).get("data") or []
+    if not items:
+        return None
+    price = items[0].get("price") or items[0].get("plan") or {}
+    return object_id(price.get("product")) if isinstance(price, dict) else None
+
+
 def subscription_period(subscription: dict) -> tuple[datetime | None, datetime | None]:
     """Since API 2025-03-31 the billing period lives on the subscription items; older versions
     (and localstripe) keep it on the subscription itself."""

@@ -13,7 +13,8 @@ from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.authentication import api_user, key_from_header, refuse_key_in_url
+from accounts.authentication import KeyScopeAllows, api_user, key_from_header, refuse_key_in_url
+from accounts.models import ApiKeyScope
 from billing.selectors import entitlements_for
 from inference.api import api_headers
 from inference.models import GenerationJob, JobSource, JobStatus
@@ -42,17 +43,19 @@ def _application_error(error: ApplicationError) -> JsonResponse:
     return JsonResponse({"error": error.as_dict()}, status=error.status_code)
 
 
-async def _authenticate(request):
+async def _authenticate(request, *, write: bool = False):
     try:
         refuse_key_in_url(request.GET)
         raw = key_from_header(request.headers.get("Authorization", ""))
         if raw is None:
             return None, _error(401, "Send your API key as 'Authorization: Bearer ink_...'.",
                                 type="authentication_error", code="invalid_api_key")  # fmt: skip
-        user, _ = await sync_to_async(api_user)(raw)
-        return user, None
+        user, key = await sync_to_async(api_user)(raw)
     except ApplicationError as error:
         return None, _application_error(error)
+    if write and key.scope != ApiKeyScope.WRITE:
+        return None, _error(403, KeyScopeAllows.message, type="permission_error", code="permission_denied")
+    return user, None
 
 
 async def _with_headers(response, user):
@@ -78,6 +81,8 @@ def _parse(request, allowed: set[str]) -> dict:
         raise ApplicationError(f"{field!r} is not supported by Inkwell.", param=field, code="unsupported_parameter")
     if body.get("n", 1) != 1:
         raise ApplicationError("Only n=1 is supported.", param="n", code="unsupported_parameter")
+    if not isinstance(body.get("stream_options") or {}, dict):
+        raise ApplicationError("stream_options must be an object.", param="stream_options")
     if "model" not in body:
         raise ApplicationError("model is required.", param="model")
     return body
@@ -121,7 +126,7 @@ def _failed(job: GenerationJob) -> JsonResponse:
 
 
 async def _handle(request, *, chat: bool):
-    user, failure = await _authenticate(request)
+    user, failure = await _authenticate(request, write=True)
     if failure is not None:
         await _release_database()
         return failure
@@ -186,6 +191,13 @@ async def _chunks(job: GenerationJob, *, chat: bool, created: int, include_usage
         yield chunk(None, None, first=True)
     sent = ""
     async for kind, data in follow_job(job):
+        if kind == "reset":
+            # The worker died and the job started over: text already sent cannot be taken back.
+            body = error_body("The generation was interrupted and restarted; retry the request.",
+                              type="server_error", code="generation_restarted")  # fmt: skip
+            yield f"data: {json.dumps(body)}\n\n"
+            yield "data: [DONE]\n\n"
+            return
         if kind in ("snapshot", "delta"):
             sent += data
             yield chunk(data, None)

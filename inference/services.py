@@ -405,10 +405,14 @@ def job_cancel(*, job: GenerationJob) -> GenerationJob:
 class SweepReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return f"requeued {len(self.requeued)}, failed {len(self.failed)}, resent {len(self.resent)}"
+        return (
+            f"requeued {len(self.requeued)}, failed {len(self.failed)}, cancelled {len(self.cancelled)}, "
+            f"resent {len(self.resent)}"
+        )
 
 
 def jobs_sweep() -> SweepReport:
@@ -424,6 +428,15 @@ def jobs_sweep() -> SweepReport:
     )
     for job in running:
         guard = Q(worker=job.worker, attempts=job.attempts)
+        if job.cancel_requested_at is not None:
+            # The user stopped it and its worker died before saying so: do not run it again.
+            if _close(
+                job, from_status=JobStatus.RUNNING, guard=guard, status=JobStatus.CANCELLED, charged=0,
+                finish_reason=FinishReason.CANCELLED,
+                error_message="Stopped; the text was lost with its worker, so nothing was charged.",
+            ):  # fmt: skip
+                report.cancelled.append(str(job.pk))
+            continue
         if job.attempts >= settings.JOB_MAX_ATTEMPTS:
             message = (
                 f"The job stopped its worker {job.attempts} times and was given up. Your quota was not charged for it."

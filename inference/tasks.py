@@ -62,7 +62,7 @@ def run_generation(job_id: str) -> None:
 @shared_task(name="inference.sweep_jobs", ignore_result=True)
 def sweep_jobs() -> str:
     report = services.jobs_sweep()
-    if report.requeued or report.failed or report.resent:
+    if report.requeued or report.failed or report.cancelled or report.resent:
         logger.info("sweep: %s", report)
     return str(report)
 

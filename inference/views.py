@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -162,6 +163,10 @@ def _initial_from(request, entitlements) -> dict:
     source_id = request.GET.get("from") or request.GET.get("continue")
     if not source_id:
         return initial
+    try:
+        source_id = uuid.UUID(source_id)
+    except ValueError:
+        raise Http404("No such job.") from None
     job = get_object_or_404(jobs_of(request.user), pk=source_id)
     initial.update(
         model=job.model,
@@ -247,9 +252,15 @@ def count_tokens(request):
         if request.POST.get("system", "").strip():
             messages.append({"role": "system", "content": request.POST["system"]})
         try:
-            messages.extend(json.loads(request.POST.get("history") or "[]"))
+            turns = json.loads(request.POST.get("history") or "[]")
+            if not isinstance(turns, list) or not all(
+                isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str)
+                for t in turns
+            ):
+                raise ValueError
         except ValueError:
             return JsonResponse({"error": "The conversation could not be read."}, status=400)
+        messages.extend({"role": t["role"], "content": t["content"]} for t in turns)
         messages.append({"role": "user", "content": request.POST.get("message", "")})
         ids = catalog.prompt_token_ids(model, messages=messages)
     else:

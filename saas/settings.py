@@ -310,6 +310,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "accounts.authentication.KeyScopeAllows",
+        "accounts.authentication.PlanAllowsApi",
     ],
     "EXCEPTION_HANDLER": "saas.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
