@@ -169,7 +169,7 @@ def test_replaying_a_failed_webhook_event_from_the_admin_applies_it_once(client,
 
     user = UserFactory(email="pro@example.com")
     BillingCustomer.objects.create(user=user, stripe_customer_id="cus_TestCustomer0001")
-    payload = fake.event("customer.subscription.created", fake.subscription(price="price_unknown"))
+    payload = fake.event("customer.subscription.created", fake.subscription(price="price_unknown", metadata={}))
     assert fake.deliver(client, payload).status_code == 500
     event = WebhookEvent.objects.get()
     plans[1].stripe_price_id = "price_unknown"

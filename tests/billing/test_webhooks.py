@@ -117,7 +117,7 @@ def test_an_update_as_new_as_the_stored_state_still_cannot_revive_a_canceled_sub
 
 
 def test_a_failing_handler_rolls_back_answers_5xx_and_the_redelivery_succeeds(client, customer, team_plan):
-    unknown_price = fake.subscription(price="price_NotYetSold01")
+    unknown_price = fake.subscription(price="price_NotYetSold01", metadata={})
     payload = fake.event("customer.subscription.created", unknown_price)
 
     failed = fake.deliver(client, payload)
