@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from billing.selectors import entitlements_for, quota_period_for
+from billing.selectors import entitlements_for, quota_snapshot
 
 
 def billing(request) -> dict:
@@ -15,18 +15,14 @@ def billing(request) -> dict:
         entitlements = entitlements_for(user)
     except Exception:  # no plans seeded yet: the page still renders
         return context
-    period = quota_period_for(user, entitlements=entitlements)
-    allowance = period.allowance if period else entitlements.monthly_token_allowance
-    used = period.used if period else 0
-    reserved = period.reserved if period else 0
-    percent = min(100, round(100 * (used + reserved) / allowance)) if allowance else 100
+    quota = quota_snapshot(user, entitlements=entitlements)
     context["quota"] = {
         "plan": entitlements.plan,
-        "allowance": allowance,
-        "used": used,
-        "reserved": reserved,
-        "remaining": max(0, allowance - used - reserved),
-        "percent": percent,
+        "allowance": quota.allowance,
+        "used": quota.used,
+        "reserved": quota.reserved,
+        "remaining": quota.remaining,
+        "percent": quota.percent,
         "resets_at": entitlements.period_end,
         "in_grace": entitlements.in_grace,
         "grace_ends_at": entitlements.grace_ends_at,

@@ -109,6 +109,29 @@ def quota_period_for(user, *, entitlements: Entitlements) -> QuotaPeriod | None:
     return QuotaPeriod.objects.filter(user=user, period_start=entitlements.period_start).first()
 
 
+@dataclass(frozen=True)
+class QuotaSnapshot:
+    allowance: int
+    used: int
+    reserved: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.allowance - self.used - self.reserved)
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * (self.used + self.reserved) / self.allowance)) if self.allowance else 100
+
+
+def quota_snapshot(user, *, entitlements: Entitlements) -> QuotaSnapshot:
+    """The user's numbers this period; a period not opened yet holds the plan's full allowance."""
+    period = quota_period_for(user, entitlements=entitlements)
+    if period is None:
+        return QuotaSnapshot(allowance=entitlements.monthly_token_allowance, used=0, reserved=0)
+    return QuotaSnapshot(allowance=period.allowance, used=period.used, reserved=period.reserved)
+
+
 def subscription_latest(user) -> Subscription | None:
     """The user's most recent subscription in any status (for the billing page)."""
     return Subscription.objects.select_related("plan").filter(user=user).order_by("-created_at").first()

@@ -15,7 +15,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.selectors import entitlements_for, quota_period_for
+from billing.selectors import entitlements_for, quota_snapshot
 from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import job_history, jobs_of, usage_by_day
 from inference.services import job_cancel, job_submit, rate_limit_status
@@ -30,13 +30,11 @@ def request_entitlements(user):
 def api_headers(user) -> dict[str, str]:
     """Rate-limit and quota headers, on every API response of a known user."""
     entitlements = request_entitlements(user)
-    period = quota_period_for(user, entitlements=entitlements)
-    allowance = period.allowance if period else entitlements.monthly_token_allowance
-    remaining = period.remaining if period else allowance
+    quota = quota_snapshot(user, entitlements=entitlements)
     return {
         **rate_limit_status(user, entitlements.requests_per_minute),
-        "x-quota-limit-tokens": str(allowance),
-        "x-quota-remaining-tokens": str(remaining),
+        "x-quota-limit-tokens": str(quota.allowance),
+        "x-quota-remaining-tokens": str(quota.remaining),
         "x-quota-reset": entitlements.period_end.isoformat(),
     }
 
@@ -229,9 +227,8 @@ class UsageSerializer(serializers.Serializer):
 class UsageView(InkwellAPIView):
     @extend_schema(responses={200: UsageSerializer, **errors()})
     def get(self, request):
-        entitlements = entitlements_for(request.user)
-        period = quota_period_for(request.user, entitlements=entitlements)
-        allowance = period.allowance if period else entitlements.monthly_token_allowance
+        entitlements = request_entitlements(request.user)
+        quota = quota_snapshot(request.user, entitlements=entitlements)
         end = min(entitlements.period_end, timezone.now() + timedelta(days=1))
         days = usage_by_day(request.user, start=entitlements.period_start, end=end)
         return Response(
@@ -240,10 +237,10 @@ class UsageView(InkwellAPIView):
                     "plan": entitlements.plan.slug,
                     "period_start": entitlements.period_start,
                     "period_end": entitlements.period_end,
-                    "allowance": allowance,
-                    "used": period.used if period else 0,
-                    "reserved": period.reserved if period else 0,
-                    "remaining": period.remaining if period else allowance,
+                    "allowance": quota.allowance,
+                    "used": quota.used,
+                    "reserved": quota.reserved,
+                    "remaining": quota.remaining,
                     "days": [{"date": day, "tokens": tokens} for day, tokens in days],
                 }
             ).data

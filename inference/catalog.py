@@ -63,7 +63,3 @@ def local_model_missing(name: str) -> bool:
     source = settings.INFERENCE_MODELS[name]
     looks_local = source.startswith((".", "/")) or Path(source).exists()
     return looks_local and not (Path(source) / "config.json").exists()
-
-
-def describe(name: str) -> dict:
-    return {"name": name, "source": settings.INFERENCE_MODELS[name], "chat": has_chat_template(name)}

@@ -39,9 +39,9 @@ def queue_position(job: GenerationJob) -> int | None:
     return GenerationJob.objects.filter(queue=job.queue, status=JobStatus.QUEUED, created_at__lt=job.created_at).count()
 
 
-def queue_wait_estimate_seconds(job: GenerationJob) -> int | None:
-    """A rough wait: jobs ahead, times the recent median run time, shared by the live engines."""
-    position = queue_position(job)
+def queue_wait_estimate_seconds(position: int | None) -> int | None:
+    """A rough wait for a job with ``position`` jobs ahead: the recent median run time, times the
+    rounds the live engines need to reach it."""
     if position is None:
         return None
     recent = list(

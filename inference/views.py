@@ -269,6 +269,7 @@ def count_tokens(request):
 
 
 def _job_payload(job: GenerationJob) -> dict:
+    position = queue_position(job)
     return {
         "id": str(job.pk),
         "status": job.status,
@@ -278,8 +279,8 @@ def _job_payload(job: GenerationJob) -> dict:
         "completion_tokens": job.completion_tokens,
         "tokens_charged": job.tokens_charged,
         "error": job.error_message,
-        "queue_position": queue_position(job),
-        "wait_estimate_seconds": queue_wait_estimate_seconds(job),
+        "queue_position": position,
+        "wait_estimate_seconds": queue_wait_estimate_seconds(position),
         "run_seconds": (job.finished_at - job.started_at).total_seconds()
         if job.finished_at and job.started_at
         else None,

@@ -133,6 +133,3 @@ class BatchKVCache(Cache):
         for layer in self.layers:
             layer.grow(capacity)
         self.capacity = capacity
-
-    def memory_bytes(self) -> int:
-        return sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in self.layers if layer.is_initialized)
