@@ -104,17 +104,56 @@ def _cancel_requested(job_id) -> bool:
         close_old_connections()
 
 
+def engines_failed() -> dict[str, str]:
+    """The engines of this process whose scheduler thread died, with why: such a worker can run
+    nothing more and must stop (a supervisor starts a fresh one)."""
+    with _lock:
+        return {
+            name: getattr(engine, "failure", None) or "stopped"
+            for name, engine in _engines.items()
+            if not getattr(engine, "alive", True)
+        }
+
+
+def sanitize(text: str) -> str:
+    """Text fit to store and stream: PostgreSQL refuses NUL in text, so a model that emits one
+    gets U+FFFD (the replacement character) in its place."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _delivered_tokens(job: GenerationJob, text: str) -> int:
+    """Tokens in text already delivered, for a job whose engine never said how many it made."""
+    if not text:
+        return 0
+    tokens = len(catalog.tokenizer_for(job.model)(text, add_special_tokens=False).input_ids)
+    return min(max(tokens, 1), job.max_new_tokens)
+
+
+def _ended_message(job: GenerationJob, what: str, charged_tokens: int) -> str:
+    if charged_tokens:
+        return f"{what} The text so far is kept and charged, like every token you received."
+    return f"{what} Nothing was delivered, so your quota was not charged; please try again."
+
+
 def execute(job: GenerationJob):
-    """Run a claimed job to its end; stream its text; return the outcome for ``job_finish``."""
+    """Run a claimed job to its end; stream its text; return the outcome for ``job_finish``.
+
+    Returns by JOB_HARD_TIME_LIMIT whatever the engine does (a stuck or dead engine included),
+    so the Celery thread is always freed: Celery's own time limits do not apply to the threads
+    pool."""
     from inference.engine.scheduler import EngineError
     from inference.engine.types import GenerationRequest, SamplingParams
     from inference.services import JobOutcome
 
     started = time.monotonic()
-    streams.publish_start(job.id, attempt=job.attempts)
+    try:
+        streams.publish_start(job.id, attempt=job.attempts)
+    except Exception:  # Redis is away: the job still runs; streams fall back to the database
+        logger.warning("could not publish the start of %s", job.id, exc_info=True)
     engine = engine_for(job.model)
     prompt_ids = catalog.prompt_token_ids(job.model, prompt=job.prompt or None, messages=job.messages)
     pieces: queue.SimpleQueue[str] = queue.SimpleQueue()
+    delivered: list[str] = []
     request = GenerationRequest(
         request_id=str(job.id),
         prompt_ids=prompt_ids,
@@ -133,37 +172,63 @@ def execute(job: GenerationJob):
         engine.submit(request)
     except EngineError as exc:
         return JobOutcome(text="", completion_tokens=0, finish_reason=FinishReason.ERROR, error=str(exc))
-    deadline = started + settings.JOB_SOFT_TIME_LIMIT
+    soft_deadline = started + settings.JOB_SOFT_TIME_LIMIT
+    hard_deadline = started + settings.JOB_HARD_TIME_LIMIT
     next_poll = started + CANCEL_POLL_SECONDS
+    abandoned = ""
     while not request.done.wait(FLUSH_SECONDS):
-        _flush(job.id, pieces)
+        _flush(job.id, pieces, delivered)
         now = time.monotonic()
-        if now > deadline:
+        if now > hard_deadline:
+            abandoned = FinishReason.TIMEOUT
+        elif not getattr(engine, "alive", True):
+            abandoned = FinishReason.ERROR
+        if abandoned:
+            engine.cancel(str(job.id), FinishReason.TIMEOUT)
+            break
+        if now > soft_deadline:
             request.cancel(FinishReason.TIMEOUT)
         elif now > next_poll:
             next_poll = now + CANCEL_POLL_SECONDS
             if _cancel_requested(job.id):
                 request.cancel(FinishReason.CANCELLED)
-    _flush(job.id, pieces)
+    _flush(job.id, pieces, delivered)
+    run_seconds = time.monotonic() - started
+    if abandoned:
+        # The engine did not answer in time (or died): end the job with what was delivered.
+        text = "".join(delivered)
+        tokens = _delivered_tokens(job, text)
+        what = (
+            f"The job reached the hard time limit of {settings.JOB_HARD_TIME_LIMIT} s."
+            if abandoned == FinishReason.TIMEOUT
+            else "The model server stopped while generating."
+        )
+        return JobOutcome(
+            text=text,
+            completion_tokens=tokens,
+            finish_reason=abandoned,
+            error=_ended_message(job, what, tokens),
+            run_seconds=run_seconds,
+        )
     result = request.result
     error = result.error
     if result.finish_reason == FinishReason.TIMEOUT:
-        error = (
-            f"The job reached the time limit of {settings.JOB_SOFT_TIME_LIMIT} s. The text so far is kept; "
-            "your quota was not charged."
+        error = _ended_message(
+            job, f"The job reached the time limit of {settings.JOB_SOFT_TIME_LIMIT} s.", result.completion_tokens
         )
     elif result.finish_reason == FinishReason.ERROR:
-        error = "The model failed while generating. Your quota was not charged; please try again."
+        what = f"The model failed while generating ({result.error})." if result.error else "The model failed."
+        error = _ended_message(job, what, result.completion_tokens)
     return JobOutcome(
-        text=result.text,
+        text=sanitize(result.text),
         completion_tokens=result.completion_tokens,
         finish_reason=result.finish_reason.value,
         error=error,
-        run_seconds=time.monotonic() - started,
+        run_seconds=run_seconds,
     )
 
 
-def _flush(job_id, pieces: queue.SimpleQueue) -> None:
+def _flush(job_id, pieces: queue.SimpleQueue, delivered: list[str]) -> None:
     text = []
     while True:
         try:
@@ -171,7 +236,9 @@ def _flush(job_id, pieces: queue.SimpleQueue) -> None:
         except queue.Empty:
             break
     if text:
+        chunk = sanitize("".join(text))
+        delivered.append(chunk)
         try:
-            streams.publish_delta(job_id, "".join(text))
+            streams.publish_delta(job_id, chunk)
         except Exception:  # the stream is a convenience; the database keeps the full text
             logger.warning("could not publish text for %s", job_id, exc_info=True)

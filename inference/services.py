@@ -17,6 +17,7 @@ from billing.models import QuotaPeriod, UsageRecord
 from billing.selectors import Entitlements, entitlements_for
 from billing.services import quota_period_open, quota_reserve, quota_settle
 from inference import catalog, streams
+from inference.broker import broker_epoch
 from inference.models import (
     ACTIVE_STATUSES,
     FinishReason,
@@ -354,17 +355,26 @@ def _close(job: GenerationJob, *, from_status: str, guard: Q, status: str, charg
     return True
 
 
+def tokens_charged_for(*, job: GenerationJob, status: str, completion_tokens: int) -> int:
+    """Text delivered is text charged (Invariant 8): a job that produced any token is charged its
+    prompt and every token produced, whatever its final status, because the user received them
+    (streamed, shown, stored or returned). A job that failed before producing anything failed
+    through the server's fault and costs nothing. A cancelled job pays for its prompt."""
+    if status == JobStatus.FAILED and completion_tokens == 0:
+        return 0
+    return job.prompt_tokens + completion_tokens
+
+
 def job_finish(*, job: GenerationJob, outcome: JobOutcome) -> bool:
     """The worker that claimed ``job`` records how it ended. False: the job is no longer this
     worker's (the sweeper took it back), and nothing was written."""
     status = outcome.status
-    charged = 0 if status == JobStatus.FAILED else job.prompt_tokens + outcome.completion_tokens
     return _close(
         job,
         from_status=JobStatus.RUNNING,
         guard=Q(worker=job.worker, attempts=job.attempts),
         status=status,
-        charged=charged,
+        charged=tokens_charged_for(job=job, status=status, completion_tokens=outcome.completion_tokens),
         output_text=outcome.text,
         completion_tokens=outcome.completion_tokens,
         finish_reason=outcome.finish_reason,
@@ -407,11 +417,12 @@ class SweepReport:
     failed: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    broker_down: bool = False
 
     def __str__(self) -> str:
         return (
             f"requeued {len(self.requeued)}, failed {len(self.failed)}, cancelled {len(self.cancelled)}, "
-            f"resent {len(self.resent)}"
+            f"resent {len(self.resent)}" + (", broker unreachable" if self.broker_down else "")
         )
 
 
@@ -459,16 +470,35 @@ def jobs_sweep() -> SweepReport:
             if requeued:
                 transaction.on_commit(lambda job=job: job_enqueue(job_id=job.pk, queue=job.queue), robust=True)
                 report.requeued.append(str(job.pk))
-    lost = GenerationJob.objects.filter(status=JobStatus.QUEUED).filter(
-        Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=30))
-        | Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS))
-    )
-    for job in lost:
-        GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(enqueued_at=now)
-        job_enqueue(job_id=job.pk, queue=job.queue)
-        report.resent.append(str(job.pk))
+    _resend_lost(report, now)
     Worker.objects.filter(last_heartbeat_at__lt=now - timedelta(days=1)).delete()
     return report
+
+
+def _resend_lost(report: SweepReport, now) -> None:
+    """Send again the queued jobs whose message the broker may have lost: never sent (the broker
+    was down at submit), sent to a broker that has since restarted empty, or simply waiting too
+    long. A duplicate message is harmless (the claim is conditional). With the broker down there
+    is nothing to do until it is back; the next sweep tries again."""
+    epoch = broker_epoch()
+    if epoch is None:
+        report.broker_down = True
+        return
+    lost = GenerationJob.objects.filter(status=JobStatus.QUEUED).filter(
+        Q(enqueued_at__isnull=True)  # its send failed (the submit stamps the row at insert)
+        | Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS))
+        | Q(enqueued_at__lt=epoch)
+    )
+    for job in lost.only("pk", "queue"):
+        # Stamped after the epoch was read, so the next sweep does not take it for lost again.
+        GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(enqueued_at=timezone.now())
+        try:
+            job_enqueue(job_id=job.pk, queue=job.queue)
+        except Exception:  # the broker went away mid-sweep; job_enqueue cleared the mark
+            logger.warning("could not resend job %s; the next sweep tries again", job.pk, exc_info=True)
+            report.broker_down = True
+            return
+        report.resent.append(str(job.pk))
 
 
 def job_delete(*, job: GenerationJob) -> GenerationJob:

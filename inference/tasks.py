@@ -32,7 +32,8 @@ def run_generation(job_id: str) -> None:
             text="",
             completion_tokens=0,
             finish_reason=FinishReason.ERROR,
-            error="The job failed on the server. Your quota was not charged; please try again.",
+            error="The job failed on the server before producing any text. Your quota was not charged; "
+            "please try again.",
         )
     # The database may blink; the generated text is worth a few retries. If they all fail, the
     # sweeper takes the job back once it is overdue.
@@ -44,15 +45,16 @@ def run_generation(job_id: str) -> None:
             logger.warning("recording job %s failed (attempt %d)", job_id, attempt + 1, exc_info=True)
             time.sleep(2**attempt)
         except Exception:
-            # Not transient: record a failure instead, so the job ends now and its quota is released.
-            logger.exception("recording job %s failed; marking it failed", job_id)
+            # Not transient (the text itself was refused): record the end without the text, so the
+            # job ends now. What was streamed was delivered, so it is charged all the same.
+            logger.exception("recording job %s failed; recording it without its text", job_id)
             services.job_finish(
                 job=job,
                 outcome=services.JobOutcome(
-                    text=outcome.text,
-                    completion_tokens=0,
+                    text="",
+                    completion_tokens=outcome.completion_tokens,
                     finish_reason=FinishReason.ERROR,
-                    error="The job could not be recorded. Your quota was not charged; please try again.",
+                    error="The job's text could not be saved. What was streamed to you is charged; please try again.",
                 ),
             )
             return

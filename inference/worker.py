@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 _stop = threading.Event()
 _state: dict[str, str] = {}
+ENGINE_FAILED_EXIT_CODE = 3  # not 0: a supervisor set to restart on failure must restart it
 
 
 def worker_name() -> str:
@@ -23,10 +25,36 @@ def worker_name() -> str:
     return _state.get("name", f"{socket.gethostname()}/{os.getpid()}")
 
 
+def engine_failure_check() -> bool:
+    """If an engine of this process died, stop reporting healthy (drop the heartbeat row, so
+    /healthz and the sweeper see this worker gone) and ask the worker to shut down: its running
+    jobs end at once with what they delivered, and the process exits with ENGINE_FAILED_EXIT_CODE
+    so a supervisor starts a fresh one. True if that happened."""
+    from inference import runtime
+    from inference.services import worker_stop
+
+    failed = runtime.engines_failed()
+    if not failed:
+        return False
+    logger.critical("engine failed (%s); this worker stops so that a fresh one replaces it", failed)
+    _state["engine_failed"] = "; ".join(f"{name}: {why}" for name, why in failed.items())
+    _stop.set()
+    try:
+        worker_stop(name=worker_name())
+    except Exception:
+        logger.exception("could not remove the worker's heartbeat row")
+    finally:
+        close_old_connections()
+    os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown: running tasks record their end
+    return True
+
+
 def _beat(name: str, hostname: str, queues: list[str]) -> None:
     from inference.services import worker_heartbeat
 
     while not _stop.is_set():
+        if engine_failure_check():
+            return
         try:
             worker_heartbeat(name=name, hostname=hostname, pid=os.getpid(), queues=queues)
         except Exception:  # the database may be briefly away; the next beat tries again
@@ -80,3 +108,7 @@ def _on_worker_shutdown(sender, **kwargs) -> None:
             worker_stop(name=_state["name"])
         except Exception:
             logger.exception("could not remove the worker's heartbeat row")
+    if "engine_failed" in _state:
+        # Running tasks have recorded their end by now (warm shutdown waits for them).
+        logging.shutdown()
+        os._exit(ENGINE_FAILED_EXIT_CODE)
