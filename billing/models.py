@@ -103,6 +103,14 @@ class Subscription(models.Model):
     stripe_synced_at = models.DateTimeField(null=True, blank=True)
     past_due_since = models.DateTimeField(null=True, blank=True)
     payment_failed_at = models.DateTimeField(null=True, blank=True)
+    # Tokens follow payment: what the newest paid invoice paid for. Its plan sets the limits and
+    # the allowance (an upgrade counts once its invoice is paid), and a period is granted its
+    # allowance only once paid (paid_period_start reaches current_period_start).
+    paid_plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+", editable=False
+    )
+    paid_period_start = models.DateTimeField(null=True, blank=True, editable=False)
+    paid_at = models.DateTimeField(null=True, blank=True, editable=False)
     canceled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

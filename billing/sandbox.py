@@ -89,8 +89,19 @@ def subscription_object(
     }
 
 
-def invoice_object(*, subscription: dict, status: str, amount: int) -> dict:
+def invoice_object(
+    *, subscription: dict, status: str, amount: int, billing_reason: str = "subscription_cycle", lines=None
+) -> dict:
     item = subscription["items"]["data"][0]
+    lines = lines or [
+        {
+            "object": "line_item",
+            "amount": amount,
+            "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
+            "pricing": {"price_details": {"price": item["price"]["id"]}},
+        }
+    ]
+    now = int(time.time())
     return {
         "id": f"in_sandbox_{uuid.uuid4().hex[:16]}",
         "object": "invoice",
@@ -98,23 +109,40 @@ def invoice_object(*, subscription: dict, status: str, amount: int) -> dict:
         "status": status,
         "amount_due": amount,
         "amount_paid": amount if status == "paid" else 0,
-        "billing_reason": "subscription_cycle",
+        "billing_reason": billing_reason,
+        "status_transitions": {"finalized_at": now, "paid_at": now if status == "paid" else None},
         "parent": {
             "type": "subscription_details",
             "subscription_details": {"subscription": subscription["id"], "metadata": subscription["metadata"]},
         },
-        "lines": {
-            "object": "list",
-            "data": [
-                {
-                    "object": "line_item",
-                    "amount": amount,
-                    "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
-                    "pricing": {"price_details": {"price": item["price"]["id"]}},
-                }
-            ],
-        },
+        "lines": {"object": "list", "data": lines},
     }
+
+
+def proration_invoice(*, subscription: dict, old_price: str, old_cents: int, new_cents: int, now: datetime) -> dict:
+    """The invoice a plan change makes at once (the Portal set to ``always_invoice``): credit for
+    the old plan's unused time, a charge for the new plan's rest of the period."""
+    item = subscription["items"]["data"][0]
+    start, end = item["current_period_start"], item["current_period_end"]
+    left = max(0.0, min(1.0, (end - _ts(now)) / max(1, end - start)))
+    credit, charge = -round(old_cents * left), round(new_cents * left)
+    period = {"start": _ts(now), "end": end}
+    lines = [
+        {"object": "line_item", "amount": credit, "period": period, "pricing": {"price_details": {"price": old_price}}},
+        {
+            "object": "line_item",
+            "amount": charge,
+            "period": period,
+            "pricing": {"price_details": {"price": item["price"]["id"]}},
+        },
+    ]
+    return invoice_object(
+        subscription=subscription,
+        status="paid",
+        amount=max(0, credit + charge),
+        billing_reason="subscription_update",
+        lines=lines,
+    )
 
 
 def _event(event_type: str, obj: dict) -> dict:
@@ -146,7 +174,12 @@ def checkout_paid_events(*, data: dict, plan, now: datetime | None = None) -> li
     }
     return [
         _event("customer.subscription.created", subscription),
-        _event("invoice.paid", invoice_object(subscription=subscription, status="paid", amount=plan.price_cents)),
+        _event(
+            "invoice.paid",
+            invoice_object(
+                subscription=subscription, status="paid", amount=plan.price_cents, billing_reason="subscription_create"
+            ),
+        ),
         _event("checkout.session.completed", session),
     ]
 
@@ -169,7 +202,15 @@ def portal_events(*, action: str, subscription, plans: dict, now: datetime | Non
     if action.startswith("switch:"):
         plan = plans[action.split(":", 1)[1]]
         fields.update(price=plan.stripe_price_id, cancel_at_period_end=False)
-        return [_event("customer.subscription.updated", subscription_object(**fields))]
+        switched = subscription_object(**fields)
+        invoice = proration_invoice(
+            subscription=switched,
+            old_price=subscription.stripe_price_id,
+            old_cents=amount,
+            new_cents=plan.price_cents,
+            now=now,
+        )
+        return [_event("customer.subscription.updated", switched), _event("invoice.paid", invoice)]
     if action in ("cancel_at_period_end", "resume"):
         fields["cancel_at_period_end"] = action == "cancel_at_period_end"
         return [_event("customer.subscription.updated", subscription_object(**fields))]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
@@ -22,6 +23,10 @@ class Entitlements:
     subscription: Subscription | None
     period_start: datetime
     period_end: datetime
+    # The allowance a ledger row for this period starts with when the period is first used: the
+    # plan's for Free and for comps; for a Stripe subscription the paid plan's once the period's
+    # invoice is paid, else 0 (the grant comes with invoice.paid: tokens follow payment).
+    opening_allowance: int = 0
 
     @property
     def in_grace(self) -> bool:
@@ -84,25 +89,62 @@ def calendar_month(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
+def comp_month(subscription: Subscription, now: datetime) -> tuple[datetime, datetime]:
+    """The month of a comp that ``now`` falls in: each month of a comp is a period of its own,
+    with its own allowance (the last one ends with the comp)."""
+    start = subscription.current_period_start
+    months = 0
+    while start + relativedelta(months=months + 1) <= now:
+        months += 1
+    month_start = start + relativedelta(months=months)
+    return month_start, min(start + relativedelta(months=months + 1), subscription.current_period_end)
+
+
+def _subscription_entitlements(subscription: Subscription, now: datetime) -> Entitlements:
+    if subscription.is_comp:
+        start, end = comp_month(subscription, now)
+        return Entitlements(
+            plan=subscription.plan,
+            subscription=subscription,
+            period_start=start,
+            period_end=end,
+            opening_allowance=subscription.plan.monthly_token_allowance,
+        )
+    # Tokens follow payment: the plan whose invoice was paid sets the limits (an upgrade counts
+    # once its invoice is paid), and a renewal not paid yet keeps the last paid period's ledger.
+    plan = subscription.paid_plan or subscription.plan
+    paid_start = subscription.paid_period_start
+    if paid_start is not None and paid_start < subscription.current_period_start:
+        return Entitlements(
+            plan=plan, subscription=subscription, period_start=paid_start, period_end=subscription.current_period_end
+        )
+    paid = paid_start is not None
+    return Entitlements(
+        plan=plan,
+        subscription=subscription,
+        period_start=subscription.current_period_start,
+        period_end=subscription.current_period_end,
+        opening_allowance=plan.monthly_token_allowance if paid else 0,
+    )
+
+
 def entitlements_for(user, *, now: datetime | None = None) -> Entitlements:
     now = now or timezone.now()
     grace_start = now - timedelta(days=settings.BILLING_GRACE_DAYS)
     subscription = (
-        Subscription.objects.select_related("plan")
+        Subscription.objects.select_related("plan", "paid_plan")
         .filter(user=user, current_period_end__gt=now)
         .filter(Q(status__in=ENTITLED_STATUSES) | Q(status=SubscriptionStatus.PAST_DUE, past_due_since__gt=grace_start))
         .order_by("-current_period_end")
         .first()
     )
     if subscription is not None:
-        return Entitlements(
-            plan=subscription.plan,
-            subscription=subscription,
-            period_start=subscription.current_period_start,
-            period_end=subscription.current_period_end,
-        )
+        return _subscription_entitlements(subscription, now)
     start, end = calendar_month(now)
-    return Entitlements(plan=default_plan(), subscription=None, period_start=start, period_end=end)
+    plan = default_plan()
+    return Entitlements(
+        plan=plan, subscription=None, period_start=start, period_end=end, opening_allowance=plan.monthly_token_allowance
+    )
 
 
 def quota_period_for(user, *, entitlements: Entitlements) -> QuotaPeriod | None:
@@ -128,7 +170,7 @@ def quota_snapshot(user, *, entitlements: Entitlements) -> QuotaSnapshot:
     """The user's numbers this period; a period not opened yet holds the plan's full allowance."""
     period = quota_period_for(user, entitlements=entitlements)
     if period is None:
-        return QuotaSnapshot(allowance=entitlements.monthly_token_allowance, used=0, reserved=0)
+        return QuotaSnapshot(allowance=entitlements.opening_allowance, used=0, reserved=0)
     return QuotaSnapshot(allowance=period.allowance, used=period.used, reserved=period.reserved)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from billing import sandbox, stripe_client
@@ -29,12 +29,13 @@ ENTITLED_OR_GRACE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, Sub
 
 
 def quota_period_open(*, user, entitlements: Entitlements) -> QuotaPeriod:
-    """The ledger row of the user's current period, created with the plan's allowance the first
-    time it is needed (a new period starts with a fresh allowance exactly once)."""
+    """The ledger row of the user's current period, created the first time it is needed with the
+    allowance the period has earned (``Entitlements.opening_allowance``): Free's and a comp's at
+    once, a Stripe period's only once its invoice is paid."""
     period, _ = QuotaPeriod.objects.get_or_create(
         user=user,
         period_start=entitlements.period_start,
-        defaults={"period_end": entitlements.period_end, "allowance": entitlements.monthly_token_allowance},
+        defaults={"period_end": entitlements.period_end, "allowance": entitlements.opening_allowance},
     )
     return period
 
@@ -222,15 +223,16 @@ def _user_for(customer_id: str | None, metadata: dict | None):
     return None
 
 
-def quota_period_grant(*, user, period_start, period_end, allowance: int) -> QuotaPeriod:
-    """A billing period's ledger row with at least ``allowance``: created once per period (a new
-    period starts fresh exactly once), raised on an upgrade, never lowered mid-period."""
-    period, created = QuotaPeriod.objects.get_or_create(
-        user=user, period_start=period_start, defaults={"period_end": period_end, "allowance": allowance}
+def quota_period_grant(*, user, period_start, period_end, plan: Plan) -> QuotaPeriod:
+    """A paid period's ledger row, with the allowance it was paid for: the plan's allowance plus
+    the period's top-ups (recomputed, never added to, so a replayed invoice grants nothing more and
+    an upgrade keeps the top-ups)."""
+    period, _ = QuotaPeriod.objects.get_or_create(
+        user=user, period_start=period_start, defaults={"period_end": period_end, "allowance": 0}
     )
-    if not created:
-        QuotaPeriod.objects.filter(pk=period.pk, allowance__lt=allowance).update(allowance=allowance)
-        period.refresh_from_db()
+    top_ups = QuotaTopUp.objects.filter(quota_period=period).aggregate(total=Sum("tokens"))["total"] or 0
+    QuotaPeriod.objects.filter(pk=period.pk).update(allowance=plan.monthly_token_allowance + top_ups)
+    period.refresh_from_db()
     return period
 
 
@@ -289,10 +291,8 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
         from accounts.models import AuditAction
 
         audit_record(action=AuditAction.PLAN_CHANGED, user=user, plan=plan.slug, status=status, subscription=obj["id"])
-    if status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING):
-        quota_period_grant(
-            user=user, period_start=period_start, period_end=period_end, allowance=plan.monthly_token_allowance
-        )
+    # No tokens here: a subscription's state says nothing of payment (a renewal is "active" an hour
+    # before its card is tried). The allowance comes with invoice.paid.
     return local
 
 
@@ -319,15 +319,50 @@ def _local_subscription_for(invoice: dict) -> Subscription | None:
     return local
 
 
+def _invoice_plan(invoice: dict, fallback: Plan) -> Plan:
+    """The plan an invoice pays for: the price of its largest line (a proration invoice credits
+    the old plan's unused time and charges the new plan's rest; the charge is the larger line)."""
+    priced = [line for line in stripe_client.invoice_lines(invoice) if line["price"]]
+    for line in sorted(priced, key=lambda line: line["amount"], reverse=True):
+        plan = Plan.objects.filter(stripe_price_id=line["price"]).first()
+        if plan is not None:
+            return plan
+    return fallback
+
+
 def _on_invoice_paid(invoice: dict, as_of: datetime) -> None:
+    """Tokens follow payment: a paid invoice grants the period it pays for its plan's allowance.
+    A renewal (subscription_cycle) opens the new period; an upgrade's proration invoice
+    (subscription_update) raises the current period to the new plan."""
     local = _local_subscription_for(invoice)
     if local is None:
         return
-    period_start, period_end = stripe_client.invoice_period(invoice)
-    quota_period_grant(
-        user=local.user, period_start=period_start, period_end=period_end, allowance=local.plan.monthly_token_allowance
+    plan = _invoice_plan(invoice, fallback=local.plan)
+    paid_at = stripe_client.invoice_paid_at(invoice) or as_of
+    if invoice.get("billing_reason") == "subscription_update":
+        # Lines of a mid-period change start at the change; the ledger period is the subscription's.
+        current = (
+            QuotaPeriod.objects.filter(user=local.user, period_start__lte=paid_at, period_end__gt=paid_at)
+            .order_by("-period_start")
+            .first()
+        )
+        period_start = current.period_start if current else local.current_period_start
+        period_end = current.period_end if current else local.current_period_end
+    else:
+        period_start, period_end = stripe_client.invoice_period(invoice)
+    newest = local.paid_period_start is None or (period_start, paid_at) >= (
+        local.paid_period_start,
+        local.paid_at or paid_at,
     )
-    Subscription.objects.filter(pk=local.pk).update(payment_failed_at=None)
+    if not newest:
+        # A late copy of an older invoice: its period keeps what it was granted.
+        if not QuotaPeriod.objects.filter(user=local.user, period_start=period_start).exists():
+            quota_period_grant(user=local.user, period_start=period_start, period_end=period_end, plan=plan)
+        return
+    quota_period_grant(user=local.user, period_start=period_start, period_end=period_end, plan=plan)
+    Subscription.objects.filter(pk=local.pk).update(
+        payment_failed_at=None, paid_plan=plan, paid_period_start=period_start, paid_at=paid_at
+    )
 
 
 def _on_invoice_payment_failed(invoice: dict, as_of: datetime) -> None:
@@ -540,9 +575,11 @@ def plan_comp(*, user, plan: Plan, days: int, granted_by=None) -> Subscription:
             current_period_start=now,
             current_period_end=now + timedelta(days=days),
             is_comp=True,
+            paid_plan=plan,
+            paid_period_start=now,
         )
-        quota_period_grant(
-            user=user, period_start=now, period_end=now + timedelta(days=days), allowance=plan.monthly_token_allowance
-        )
+        # Each month of the comp is a period with the plan's allowance (entitlements_for): open
+        # the first one now so the meter shows it.
+        quota_period_open(user=user, entitlements=entitlements_for(user, now=now))
         audit_record(action=AuditAction.PLAN_COMPED, user=user, actor=granted_by, plan=plan.slug, days=days)
     return subscription

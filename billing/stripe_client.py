@@ -109,3 +109,26 @@ def invoice_period(invoice: dict) -> tuple[datetime | None, datetime | None]:
         period = lines[0]["period"]
         return as_datetime(period.get("start")), as_datetime(period.get("end"))
     return as_datetime(invoice.get("period_start")), as_datetime(invoice.get("period_end"))
+
+
+def invoice_lines(invoice: dict) -> list[dict]:
+    """Each line as ``{amount, price, start, end}``. Since API 2025-03-31 a line names its price
+    under pricing.price_details; older versions (and localstripe) under price."""
+    lines = []
+    for line in (invoice.get("lines") or {}).get("data") or []:
+        details = (line.get("pricing") or {}).get("price_details") or {}
+        price = object_id(details.get("price")) or object_id(line.get("price"))
+        period = line.get("period") or {}
+        lines.append(
+            {
+                "amount": int(line.get("amount") or 0),
+                "price": price,
+                "start": as_datetime(period.get("start")),
+                "end": as_datetime(period.get("end")),
+            }
+        )
+    return lines
+
+
+def invoice_paid_at(invoice: dict) -> datetime | None:
+    return as_datetime((invoice.get("status_transitions") or {}).get("paid_at"))

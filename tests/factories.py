@@ -53,3 +53,6 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
     status = "active"
     current_period_start = factory.LazyFunction(lambda: timezone.now() - timedelta(days=3))
     current_period_end = factory.LazyFunction(lambda: timezone.now() + timedelta(days=27))
+    # A subscription whose current period is paid for (tokens follow payment).
+    paid_plan = factory.SelfAttribute("plan")
+    paid_period_start = factory.SelfAttribute("current_period_start")

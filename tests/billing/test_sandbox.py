@@ -34,19 +34,31 @@ def test_paying_in_the_sandbox_checkout_grants_the_plan_and_its_allowance(subscr
     assert QuotaPeriod.objects.get(user=customer).allowance == 100_000
 
 
-def test_an_upgrade_raises_the_allowance_at_once_and_a_downgrade_never_lowers_it(
+def test_an_upgrade_counts_once_its_invoice_is_paid_and_a_downgrade_gives_back_its_tokens(
     client, subscribed, customer, pro_plan, team_plan
 ):
     plans = {"pro": pro_plan, "team": team_plan}
-    _apply(client, sandbox.portal_events(action="switch:team", subscription=subscribed, plans=plans))
+    updated, paid = sandbox.portal_events(action="switch:team", subscription=subscribed, plans=plans)
+    assert (updated["type"], paid["type"], paid["object"]["billing_reason"]) == (
+        "customer.subscription.updated",
+        "invoice.paid",
+        "subscription_update",
+    )
+
+    _apply(client, [updated])
+    assert entitlements_for(customer).plan.slug == "pro"
+    assert QuotaPeriod.objects.get(user=customer).allowance == 100_000
+
+    _apply(client, [paid])
     assert entitlements_for(customer).plan.slug == "team"
     assert QuotaPeriod.objects.get(user=customer).allowance == 900_000
 
     subscribed.refresh_from_db()
     _apply(client, sandbox.portal_events(action="switch:pro", subscription=subscribed, plans=plans))
 
+    # An immediate downgrade credits Team's unused time, so the period is back to Pro's tokens.
     assert entitlements_for(customer).plan.slug == "pro"
-    assert QuotaPeriod.objects.get(user=customer).allowance == 900_000  # the period keeps what was paid for
+    assert QuotaPeriod.objects.get(user=customer).allowance == 100_000
 
 
 def test_cancel_at_period_end_keeps_the_plan_until_then(client, subscribed, customer):

@@ -19,7 +19,7 @@ from tests.billing import stripe_fakes as fake
 pytestmark = pytest.mark.django_db
 
 
-def test_a_subscription_event_grants_the_plan_and_a_fresh_allowance(client, customer):
+def test_a_subscription_event_grants_the_plan_and_its_paid_invoice_the_allowance(client, customer):
     response = fake.deliver(client, fake.event("customer.subscription.created", fake.subscription()))
 
     assert response.status_code == 200
@@ -28,6 +28,10 @@ def test_a_subscription_event_grants_the_plan_and_a_fresh_allowance(client, cust
     subscription = Subscription.objects.get()
     assert (subscription.status, subscription.stripe_price_id) == ("active", "price_TestPro0001")
     assert subscription.current_period_start.timestamp() == fake.PERIOD_START
+    assert not QuotaPeriod.objects.filter(user=customer).exists()  # no tokens before payment
+
+    assert fake.deliver(client, fake.event("invoice.paid", fake.invoice())).status_code == 200
+
     period = QuotaPeriod.objects.get(user=customer)
     assert (period.allowance, period.used) == (100_000, 0)
 
@@ -59,9 +63,10 @@ def test_a_stale_signature_is_refused(client, customer):
 def test_a_duplicate_event_is_applied_once(client, customer):
     payload = fake.event("invoice.paid", fake.invoice())
     fake.deliver(client, fake.event("customer.subscription.created", fake.subscription()))
+    first = fake.deliver(client, payload)
     QuotaPeriod.objects.filter(user=customer).update(used=500)
 
-    first, second = fake.deliver(client, payload), fake.deliver(client, payload)
+    second = fake.deliver(client, payload)
 
     assert first.status_code == second.status_code == 200
     assert WebhookEvent.objects.filter(type="invoice.paid").count() == 1
@@ -70,29 +75,35 @@ def test_a_duplicate_event_is_applied_once(client, customer):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_copies_of_one_event_arriving_at_once_are_applied_once(customer):
-    payload = fake.event("customer.subscription.created", fake.subscription())
-    start = threading.Barrier(2)
+    created = fake.event("customer.subscription.created", fake.subscription())
+    paid = fake.event("invoice.paid", fake.invoice())
     errors = []
 
-    def receive():
-        start.wait()
-        try:
-            webhook_receive(payload=payload.encode(), signature=sign(payload))
-        except Exception as exc:  # surfaces in the assertion below
-            errors.append(exc)
-        finally:
-            close_old_connections()
+    def receive_twice_at_once(payload: str) -> None:
+        start = threading.Barrier(2)
 
-    threads = [threading.Thread(target=receive) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        def receive():
+            start.wait()
+            try:
+                webhook_receive(payload=payload.encode(), signature=sign(payload))
+            except Exception as exc:  # surfaces in the assertion below
+                errors.append(exc)
+            finally:
+                close_old_connections()
+
+        threads = [threading.Thread(target=receive) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    receive_twice_at_once(created)
+    receive_twice_at_once(paid)
 
     assert errors == []
-    assert WebhookEvent.objects.count() == 1
+    assert WebhookEvent.objects.count() == 2
     assert Subscription.objects.count() == 1
-    assert QuotaPeriod.objects.filter(user=customer).count() == 1
+    assert [p.allowance for p in QuotaPeriod.objects.filter(user=customer)] == [100_000]
 
 
 def test_a_deleted_event_that_arrives_before_an_older_update_wins(client, customer):
@@ -148,6 +159,7 @@ def test_an_invoice_before_its_subscription_asks_stripe_to_retry(client, custome
 
 def test_invoice_paid_twice_for_a_new_period_resets_the_allowance_once(client, customer):
     fake.deliver(client, fake.event("customer.subscription.created", fake.subscription()))
+    fake.deliver(client, fake.event("invoice.paid", fake.invoice()))
     QuotaPeriod.objects.filter(user=customer).update(used=90_000)
     next_start, next_end = fake.PERIOD_END, fake.PERIOD_END + 30 * 86400
     renewal = fake.invoice(period_start=next_start, period_end=next_end)
