@@ -91,6 +91,7 @@ class AuditAction(models.TextChoices):
     WEBHOOK_FAILED = "webhook_failed", "Stripe webhook failed"
     WEBHOOK_REPLAYED = "webhook_replayed", "Stripe webhook replayed"
     ACCOUNT_DELETED = "account_deleted", "Account deleted"
+    DUPLICATE_SUBSCRIPTION = "duplicate_subscription", "Second subscription cancelled and refunded"
 
 
 SECURITY_ACTIONS = (

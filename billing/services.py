@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import stripe as stripe_library
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -24,6 +29,9 @@ from billing.models import (
 )
 from billing.selectors import Entitlements, entitlements_for
 from saas.errors import ApplicationError, Conflict, QuotaExceeded
+
+logger = logging.getLogger(__name__)
+stripe_errors = stripe_library.StripeError
 
 ENTITLED_OR_GRACE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE)
 
@@ -145,32 +153,78 @@ def customer_ensure(*, user) -> str:
     return record.stripe_customer_id
 
 
+# Stripe subscription statuses that still bill, or may: a customer holding one must not get another.
+LIVE_STRIPE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
+CHECKOUT_EXPIRES_SECONDS = 30 * 60  # Stripe's shortest; an abandoned session stops being payable soon
+
+
+def _stripe_unavailable(what: str, error: stripe_library.StripeError) -> ApplicationError:
+    logger.warning("Stripe refused or failed %s: %s", what, error)
+    return ApplicationError(
+        f"Our payment provider could not {what} just now ({error.user_message or 'no details'}). "
+        "Nothing was charged; please try again in a minute.",
+        code="payment_provider_error",
+        status_code=502,
+    )
+
+
+def _live_stripe_subscription(stripe, customer_id: str) -> dict | None:
+    listing = stripe.v1.subscriptions.list(params={"customer": customer_id, "status": "all", "limit": 100})
+    for remote in listing.data:
+        if remote["status"] in LIVE_STRIPE_STATUSES:
+            return remote
+    return None
+
+
 def checkout_start(*, user, plan: Plan, success_url: str, cancel_url: str) -> str:
     """A Stripe Checkout session (mode subscription) for ``plan``; returns the URL to send the user to.
-    Nothing is granted here: only the webhook that Stripe sends after payment grants the plan."""
+    Nothing is granted here: only the webhook that Stripe sends after payment grants the plan.
+
+    One subscription per customer: refused while Stripe (not only the local mirror) shows the
+    customer a subscription that bills or may bill; an open session for the same plan is reused
+    and one for another plan expired, so two tabs cannot lead to two payments. The customer's row
+    is locked meanwhile, so two requests from two processes take turns."""
     if not plan.is_active or not plan.stripe_price_id or plan.price_cents == 0:
         raise ApplicationError(f"The {plan.name} plan cannot be bought.", code="plan_not_for_sale")
+    already = Conflict("You already have a subscription: change it in the billing portal.", code="already_subscribed")
     if entitlements_for(user).subscription is not None:
-        raise Conflict("You already have a subscription: change it in the billing portal.", code="already_subscribed")
+        raise already
+    if Subscription.objects.filter(user=user, is_comp=False, status__in=LIVE_STRIPE_STATUSES).exists():
+        raise already
     customer_id = customer_ensure(user=user)
     if settings.BILLING_SANDBOX:
         return sandbox.checkout_url(
             user=user, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
         )
-    window = int(time.time() // 600)  # a double click within ten minutes reuses the same session
-    session = stripe_client.client().v1.checkout.sessions.create(
-        params={
-            "mode": "subscription",
-            "customer": customer_id,
-            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
-            "success_url": success_url + "?session_id={CHECKOUT_SESSION_ID}",
-            "cancel_url": cancel_url,
-            "client_reference_id": str(user.pk),
-            "metadata": {"user_id": str(user.pk), "plan": plan.slug},
-            "subscription_data": {"metadata": {"user_id": str(user.pk), "plan": plan.slug}},
-        },
-        options={"idempotency_key": f"inkwell-checkout-{user.pk}-{plan.stripe_price_id}-{window}"},
-    )
+    stripe = stripe_client.client()
+    with transaction.atomic():
+        BillingCustomer.objects.select_for_update().get(user=user)
+        try:
+            if _live_stripe_subscription(stripe, customer_id) is not None:
+                raise already
+            open_sessions = stripe.v1.checkout.sessions.list(
+                params={"customer": customer_id, "status": "open", "limit": 10}
+            )
+            for session in (s.to_dict() for s in open_sessions.data):
+                if (session.get("metadata") or {}).get("price") == plan.stripe_price_id and session.get("url"):
+                    return session["url"]
+                stripe.v1.checkout.sessions.expire(session["id"])
+            session = stripe.v1.checkout.sessions.create(
+                params={
+                    "mode": "subscription",
+                    "customer": customer_id,
+                    "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+                    "success_url": success_url + "?session_id={CHECKOUT_SESSION_ID}",
+                    "cancel_url": cancel_url,
+                    "client_reference_id": str(user.pk),
+                    "expires_at": int(time.time()) + CHECKOUT_EXPIRES_SECONDS,
+                    "metadata": {"user_id": str(user.pk), "plan": plan.slug, "price": plan.stripe_price_id},
+                    "subscription_data": {"metadata": {"user_id": str(user.pk), "plan": plan.slug}},
+                },
+                options={"idempotency_key": f"inkwell-checkout-{user.pk}-{plan.stripe_price_id}-{uuid.uuid4().hex}"},
+            )
+        except stripe_errors as error:
+            raise _stripe_unavailable("start the checkout", error) from error
     return session.url
 
 
@@ -180,10 +234,13 @@ def portal_start(*, user, return_url: str) -> str:
         raise ApplicationError("You have no subscription to manage yet: pick a plan first.", code="no_customer")
     if settings.BILLING_SANDBOX:
         return sandbox.portal_url(user=user, return_url=return_url)
-    session = stripe_client.client().v1.billing_portal.sessions.create(
-        params={"customer": customer.stripe_customer_id, "return_url": return_url},
-        options={"idempotency_key": f"inkwell-portal-{user.pk}-{int(time.time() // 60)}"},
-    )
+    try:
+        session = stripe_client.client().v1.billing_portal.sessions.create(
+            params={"customer": customer.stripe_customer_id, "return_url": return_url},
+            options={"idempotency_key": f"inkwell-portal-{user.pk}-{int(time.time() // 60)}"},
+        )
+    except stripe_errors as error:
+        raise _stripe_unavailable("open the billing portal", error) from error
     return session.url
 
 
@@ -236,7 +293,7 @@ def quota_period_grant(*, user, period_start, period_end, plan: Plan) -> QuotaPe
     return period
 
 
-def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscription:
+def subscription_sync(*, stripe_subscription: dict, as_of: datetime, dry_run: bool = False) -> Subscription:
     """Recompute the local subscription from Stripe's object. ``as_of`` is when Stripe produced that
     state (the event's time): an older state than the one stored changes nothing, and a canceled
     subscription stays canceled, so late and out-of-order events converge."""
@@ -258,6 +315,8 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
         )
     period_start, period_end = stripe_client.subscription_period(obj)
     status = obj["status"]
+    # One customer's subscription events take turns, so two new subscriptions see each other.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
     local = Subscription.objects.select_for_update().filter(stripe_subscription_id=obj["id"]).first()
     if local is not None:
         if local.stripe_synced_at and as_of < local.stripe_synced_at:
@@ -286,6 +345,9 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
     else:
         local.past_due_since = None
     local.save()
+    if status in LIVE_STRIPE_STATUSES and _older_live_subscription(local) is not None:
+        local = _duplicate_cancel(local=local, stripe_subscription=obj, call_stripe=not dry_run)
+        status = local.status
     if before != (plan.pk, status):
         from accounts.audit import audit_record
         from accounts.models import AuditAction
@@ -294,6 +356,65 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime) -> Subscrip
     # No tokens here: a subscription's state says nothing of payment (a renewal is "active" an hour
     # before its card is tried). The allowance comes with invoice.paid.
     return local
+
+
+def _older_live_subscription(local: Subscription) -> Subscription | None:
+    return (
+        Subscription.objects.filter(
+            user=local.user, is_comp=False, status__in=LIVE_STRIPE_STATUSES, created_at__lt=local.created_at
+        )
+        .exclude(pk=local.pk)
+        .first()
+    )
+
+
+def _duplicate_cancel(*, local: Subscription, stripe_subscription: dict, call_stripe: bool = True) -> Subscription:
+    """A second live subscription of one customer (two tabs, a retried Checkout): cancel the newer
+    one at once, refund its unused time, and tell staff through the audit log."""
+    from accounts.audit import audit_record
+    from accounts.models import AuditAction
+
+    kept = _older_live_subscription(local)
+    refunded = _cancel_with_refund(stripe_subscription) if call_stripe and not settings.BILLING_SANDBOX else 0
+    Subscription.objects.filter(pk=local.pk).update(status=SubscriptionStatus.CANCELED, canceled_at=timezone.now())
+    local.refresh_from_db()
+    audit_record(
+        action=AuditAction.DUPLICATE_SUBSCRIPTION,
+        user=local.user,
+        subscription=local.stripe_subscription_id,
+        kept=kept.stripe_subscription_id if kept else "",
+        refunded_cents=refunded,
+    )
+    logger.warning("cancelled duplicate subscription %s of user %s", local.stripe_subscription_id, local.user_id)
+    return local
+
+
+def _cancel_with_refund(subscription: dict) -> int:
+    """Cancel a subscription now and refund the unused share of what its latest invoice took.
+    Idempotency keys make a retried webhook repeat nothing. Returns the cents refunded."""
+    client = stripe_client.client()
+    subscription_id = subscription["id"]
+    client.v1.subscriptions.cancel(
+        subscription_id, options={"idempotency_key": f"inkwell-dup-cancel-{subscription_id}"}
+    )
+    invoice_id = stripe_client.object_id(subscription.get("latest_invoice"))
+    if not invoice_id:
+        return 0
+    start, end = stripe_client.subscription_period(subscription)
+    now = timezone.now()
+    unused = 1.0 if not (start and end and end > start) else max(0.0, min(1.0, (end - now) / (end - start)))
+    refunded = 0
+    for payment in (p.to_dict() for p in client.v1.invoice_payments.list(params={"invoice": invoice_id}).data):
+        intent = stripe_client.object_id((payment.get("payment") or {}).get("payment_intent"))
+        amount = round((payment.get("amount_paid") or 0) * unused)
+        if payment.get("status") != "paid" or not intent or amount <= 0:
+            continue
+        client.v1.refunds.create(
+            params={"payment_intent": intent, "amount": amount, "reason": "duplicate"},
+            options={"idempotency_key": f"inkwell-dup-refund-{payment['id']}"},
+        )
+        refunded += amount
+    return refunded
 
 
 def _on_checkout_completed(session: dict, as_of: datetime) -> None:
@@ -448,11 +569,48 @@ def webhook_event_replay(*, event: WebhookEvent, actor=None) -> WebhookEvent:
     return record
 
 
+class MalformedEvent(ValueError):
+    """A correctly signed body that is not an event Inkwell can read: answered 400 (a retry would
+    bring the same body) and recorded for staff."""
+
+
+def _event_problem(event) -> str | None:
+    if not isinstance(event, dict):
+        return f"the body is JSON but not an object ({type(event).__name__})"
+    for key, kind in (("id", str), ("type", str), ("created", int)):
+        if not isinstance(event.get(key), kind) or isinstance(event.get(key), bool) or event.get(key) == "":
+            return f"the event has no valid {key!r}"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "the event has no data.object"
+    return None
+
+
+def _malformed_event_record(*, payload: bytes, problem: str) -> None:
+    digest = hashlib.sha256(payload).hexdigest()[:40]
+    WebhookEvent.objects.get_or_create(
+        stripe_event_id=f"malformed_{digest}",
+        defaults={
+            "type": "malformed",
+            "stripe_created_at": timezone.now(),
+            "payload": {"body": payload[:10_000].decode("utf-8", errors="replace")},
+            "status": WebhookStatus.FAILED,
+            "error": problem,
+        },
+    )
+
+
 def webhook_receive(*, payload: bytes, signature: str) -> WebhookEvent:
     """Verify and apply one delivery. Raises stripe's SignatureVerificationError or ValueError for a
-    bad, missing or stale signature (nothing is written)."""
-    stripe_client.construct_event(payload, signature)
-    return webhook_event_apply(event=json.loads(payload))
+    bad, missing or stale signature (nothing is written), MalformedEvent for a signed body that is
+    not an event (recorded as a failed event for staff)."""
+    stripe_client.verify_signature(payload, signature)
+    event = json.loads(payload)
+    problem = _event_problem(event)
+    if problem is not None:
+        _malformed_event_record(payload=payload, problem=problem)
+        raise MalformedEvent(problem)
+    return webhook_event_apply(event=event)
 
 
 # --- Stripe: reconcile and plan sync ----------------------------------------------------------------
@@ -467,25 +625,45 @@ def _describe(subscription: Subscription | None) -> str:
     )
 
 
-def subscriptions_reconcile() -> list[str]:
+@dataclass
+class ReconcileReport:
+    changed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    checked: int = 0
+
+
+def subscriptions_reconcile(*, dry_run: bool = False) -> ReconcileReport:
     """Read every subscription from Stripe and repair local state that differs (a lost webhook).
-    Stripe's current object is the truth, so it is applied as of now. Returns what changed."""
-    changes = []
+    Stripe's current object is the truth, so it is applied as of now. One subscription that cannot
+    be applied (a deleted account's customer, a price no plan sells, any error) is skipped and
+    reported; the rest go on. ``dry_run`` reports what would change and writes nothing."""
+    report = ReconcileReport()
     listing = stripe_client.client().v1.subscriptions.list(params={"status": "all", "limit": 100})
     for remote in listing.auto_paging_iter():
         obj = remote.to_dict()
-        with transaction.atomic():
-            before = Subscription.objects.filter(stripe_subscription_id=obj["id"]).select_related("plan").first()
-            before_text = _describe(before)
-            try:
-                after = subscription_sync(stripe_subscription=obj, as_of=timezone.now())
-            except ApplicationError as error:
-                changes.append(f"{obj['id']}: skipped ({error.message})")
-                continue
-            after_text = _describe(after)
+        report.checked += 1
+        try:
+            with transaction.atomic():
+                before = Subscription.objects.filter(stripe_subscription_id=obj["id"]).select_related("plan").first()
+                before_text = _describe(before)
+                after = subscription_sync(stripe_subscription=obj, as_of=timezone.now(), dry_run=dry_run)
+                after_text = _describe(after)
+                if dry_run:
+                    transaction.set_rollback(True)
+        except NotOurs as verdict:
+            report.skipped.append(f"{obj['id']}: skipped ({verdict})")
+            continue
+        except ApplicationError as error:
+            report.skipped.append(f"{obj['id']}: skipped ({error.message})")
+            continue
+        except Exception as error:  # one bad object must not stop the rest
+            logger.exception("reconcile failed for %s", obj.get("id"))
+            report.skipped.append(f"{obj.get('id')}: skipped ({error.__class__.__name__}: {error})")
+            continue
         if before_text != after_text:
-            changes.append(f"{obj['id']} ({after.user.email}): {before_text} -> {after_text}")
-    return changes
+            verb = "would change" if dry_run else "changed"
+            report.changed.append(f"{obj['id']} ({after.user.email}) {verb}: {before_text} -> {after_text}")
+    return report
 
 
 def plan_stripe_sync(*, plan: Plan) -> Plan:
@@ -521,7 +699,11 @@ def plan_stripe_sync(*, plan: Plan) -> Plan:
                 "recurring": {"interval": "month"},
                 "metadata": {"plan": plan.slug},
             },
-            options={"idempotency_key": f"inkwell-price-{plan.pk}-{plan.price_cents}-{plan.currency}"},
+            # A key of its own each time: a key made of the amount alone would replay the Price
+            # archived by an A -> B -> A change, leaving the plan on an inactive price.
+            options={
+                "idempotency_key": f"inkwell-price-{plan.pk}-{plan.price_cents}-{plan.currency}-{uuid.uuid4().hex}"
+            },
         )
         plan.stripe_price_id = price.id
         plan.stripe_price_cents, plan.stripe_price_currency = plan.price_cents, plan.currency

@@ -118,6 +118,8 @@ def webhook(request):
     5xx: a failure, rolled back; Stripe delivers it again. 200: applied, duplicate, or not ours."""
     try:
         services.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature", ""))
+    except services.MalformedEvent as error:
+        return JsonResponse({"error": f"not a Stripe event: {error}"}, status=400)
     except (ValueError, stripe.SignatureVerificationError) as error:
         return JsonResponse({"error": f"invalid webhook: {error}"}, status=400)
     except services.RetryLater as error:
