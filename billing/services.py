@@ -228,6 +228,47 @@ def checkout_start(*, user, plan: Plan, success_url: str, cancel_url: str) -> st
     return session.url
 
 
+PORTAL_CHECK_SECONDS = 600
+_portal_checked: dict[str, float] = {}
+
+
+def portal_configuration_problem(client) -> str | None:
+    """Why the Customer Portal's default configuration would let tokens go unpaid, or None.
+
+    Plan changes must be invoiced at once (``proration_behavior=always_invoice``): Inkwell raises
+    an allowance when the upgrade's invoice is paid, so a change that is only prorated onto the
+    next invoice would leave the customer paying for Team and getting Pro until the renewal, and
+    one with no proration would never be paid for."""
+    configurations = client.v1.billing_portal.configurations.list(params={"is_default": True, "limit": 1})
+    if not configurations.data:
+        return "Stripe has no default Customer Portal configuration"
+    configuration = configurations.data[0].to_dict()
+    update = (configuration.get("features") or {}).get("subscription_update") or {}
+    if update.get("enabled") and update.get("proration_behavior") != "always_invoice":
+        return (
+            f"the Customer Portal's plan changes use proration_behavior={update.get('proration_behavior')!r}; "
+            "set it to 'always_invoice' (Settings > Billing > Customer portal > Subscriptions: "
+            "'Prorate charges and credits' and 'Invoice immediately')"
+        )
+    return None
+
+
+def _portal_check(client) -> None:
+    """Refuse to open a Portal whose settings would grant unpaid tokens; checked every ten minutes."""
+    if time.monotonic() - _portal_checked.get("at", -PORTAL_CHECK_SECONDS) < PORTAL_CHECK_SECONDS:
+        return
+    problem = portal_configuration_problem(client)
+    if problem is not None:
+        logger.error("billing portal refused: %s", problem)
+        raise ApplicationError(
+            "The billing portal is unavailable until Inkwell's operators fix its settings; your plan is "
+            "unchanged. Please contact support to change your subscription.",
+            code="portal_misconfigured",
+            status_code=503,
+        )
+    _portal_checked["at"] = time.monotonic()
+
+
 def portal_start(*, user, return_url: str) -> str:
     customer = BillingCustomer.objects.filter(user=user).first()
     if customer is None:
@@ -235,6 +276,7 @@ def portal_start(*, user, return_url: str) -> str:
     if settings.BILLING_SANDBOX:
         return sandbox.portal_url(user=user, return_url=return_url)
     try:
+        _portal_check(stripe_client.client())
         session = stripe_client.client().v1.billing_portal.sessions.create(
             params={"customer": customer.stripe_customer_id, "return_url": return_url},
             options={"idempotency_key": f"inkwell-portal-{user.pk}-{int(time.time() // 60)}"},

@@ -31,3 +31,12 @@ def customer(free_plan, pro_plan):
     user = UserFactory(email="pro@example.com")
     BillingCustomer.objects.create(user=user, stripe_customer_id="cus_TestCustomer0001")
     return user
+
+
+@pytest.fixture(autouse=True)
+def _portal_check_forgotten():
+    """The Portal settings check is remembered per process for ten minutes; each test starts anew."""
+    from billing import services
+
+    services._portal_checked.clear()
+    yield

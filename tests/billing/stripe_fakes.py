@@ -96,5 +96,24 @@ class RecordingStripe(stripe.HTTPClient):
         pass
 
 
+def portal_configurations(proration_behavior: str) -> dict:
+    """GET /v1/billing_portal/configurations answering with one default configuration."""
+    configuration = {
+        "id": "bpc_Default00001",
+        "object": "billing_portal.configuration",
+        "active": True,
+        "is_default": True,
+        "features": {
+            "subscription_update": {
+                "enabled": True,
+                "default_allowed_updates": ["price"],
+                "proration_behavior": proration_behavior,
+            },
+            "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
+        },
+    }
+    return {"object": "list", "data": [configuration], "has_more": False}
+
+
 def stale_signature(payload: str) -> str:
     return sign(payload, timestamp=int(time.time()) - settings.WEBHOOK_TOLERANCE_SECONDS - 60)

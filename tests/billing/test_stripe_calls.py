@@ -72,15 +72,18 @@ def test_subscribing_creates_the_customer_once_and_a_checkout_session_for_the_pl
 def test_a_subscriber_is_sent_to_the_portal_instead_of_a_second_checkout(client, customer, pro_plan, live_stripe):
     SubscriptionFactory(user=customer, plan=pro_plan, stripe_subscription_id="sub_1")
     stripe = live_stripe(
-        {("POST", "/v1/billing_portal/sessions"): {"id": "bps_1", "url": "https://billing.stripe.com/p/session/1"}}
+        {
+            ("GET", "/v1/billing_portal/configurations"): fake.portal_configurations("always_invoice"),
+            ("POST", "/v1/billing_portal/sessions"): {"id": "bps_1", "url": "https://billing.stripe.com/p/session/1"},
+        }
     )
     client.force_login(customer)
 
     response = client.post("/billing/subscribe/pro/")
 
     assert response.url == "https://billing.stripe.com/p/session/1"
-    assert [r["path"] for r in stripe.requests] == ["/v1/billing_portal/sessions"]
-    portal = stripe.requests[0]
+    assert [r["path"] for r in stripe.requests] == ["/v1/billing_portal/configurations", "/v1/billing_portal/sessions"]
+    portal = stripe.requests[1]
     assert portal["data"] == {"customer": "cus_TestCustomer0001", "return_url": "http://testserver/billing/"}
     assert portal["headers"]["Idempotency-Key"].startswith(f"inkwell-portal-{customer.pk}-")
 

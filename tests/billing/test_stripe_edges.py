@@ -47,6 +47,7 @@ def test_checkout_is_refused_while_stripe_shows_a_live_subscription_the_mirror_l
     stripe = live_stripe(
         {
             ("GET", "/v1/subscriptions"): {"object": "list", "data": [past_due], "has_more": False},
+            ("GET", "/v1/billing_portal/configurations"): fake.portal_configurations("always_invoice"),
             ("POST", "/v1/billing_portal/sessions"): {"id": "bps_1", "url": "https://billing.stripe.com/p/1"},
         }
     )
@@ -216,3 +217,23 @@ def test_a_signed_body_that_is_not_an_event_is_refused_with_400_and_recorded(cli
     record = WebhookEvent.objects.get()
     assert (record.type, record.status) == ("malformed", "failed")
     assert record.error
+
+
+@pytest.mark.parametrize("proration", ["create_prorations", "none"])
+def test_the_portal_is_refused_while_its_plan_changes_would_not_be_invoiced_at_once(
+    client, customer, pro_plan, live_stripe, proration, caplog
+):
+    SubscriptionFactory(user=customer, plan=pro_plan, stripe_subscription_id="sub_1")
+    stripe = live_stripe(
+        {
+            ("GET", "/v1/billing_portal/configurations"): fake.portal_configurations(proration),
+            ("POST", "/v1/billing_portal/sessions"): {"id": "bps_1", "url": "https://billing.stripe.com/p/1"},
+        }
+    )
+    client.force_login(customer)
+
+    response = client.post("/billing/portal/", follow=True)
+
+    assert "billing portal is unavailable" in response.content.decode()
+    assert ("POST", "/v1/billing_portal/sessions") not in _paths(stripe)
+    assert "always_invoice" in caplog.text
