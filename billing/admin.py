@@ -69,6 +69,15 @@ class QuotaPeriodAdmin(admin.ModelAdmin):
     list_select_related = ("user",)
     search_fields = ("user__email",)
     raw_id_fields = ("user",)
+    # The ledger moves only through its services (reserve, settle, grant, top-up): editing a
+    # count by hand would break "reserved returns to 0". Staff grant tokens with the user's Top-up.
+    readonly_fields = ("user", "period_start", "period_end", "allowance", "reserved", "used", "created_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(UsageRecord)
@@ -78,6 +87,12 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = ("user",)
     search_fields = ("user__email",)
     raw_id_fields = ("user", "job", "quota_period")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # usage is billing history, written once when a job ends
 
 
 @admin.register(BillingCustomer)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from inference.models import GenerationJob, Worker
+from inference.models import ACTIVE_STATUSES, GenerationJob, Worker
+from inference.services import job_cancel
 
 
 @admin.register(GenerationJob)
@@ -21,7 +22,26 @@ class GenerationJobAdmin(admin.ModelAdmin):
     list_select_related = ("user",)
     search_fields = ("user__email", "id")
     raw_id_fields = ("user", "quota_period")
-    readonly_fields = ("created_at", "started_at", "finished_at", "enqueued_at")
+    # Everything a service moves is read-only here: a status or a count edited by hand would
+    # bypass the ledger (a reservation never released). Stop a job with the Cancel action.
+    readonly_fields = (
+        "status", "finish_reason", "error_message", "prompt_tokens", "completion_tokens", "quota_period",
+        "tokens_reserved", "tokens_charged", "queue", "plan_slug", "attempts", "worker", "cancel_requested_at",
+        "created_at", "enqueued_at", "started_at", "finished_at", "idempotency_key", "request_hash",
+        "texts_erased_at", "deleted_at", "user", "source", "model",
+    )  # fmt: skip
+    actions = ["cancel"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs are submitted through job_submit, which reserves their tokens
+
+    @admin.action(description="Cancel (queued: at once, released; running: stops at its next token)")
+    def cancel(self, request, queryset):
+        cancelled = 0
+        for job in queryset.filter(status__in=ACTIVE_STATUSES):
+            job_cancel(job=job)
+            cancelled += 1
+        self.message_user(request, f"Cancel requested for {cancelled} job(s).", messages.SUCCESS)
 
 
 @admin.register(Worker)

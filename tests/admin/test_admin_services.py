@@ -1,0 +1,61 @@
+"""No admin action bypasses a service: the ledger and the job's status and counts are read-only,
+and a job is stopped with the Cancel action, which goes through job_cancel."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing.models import QuotaPeriod
+from inference.models import GenerationJob, JobStatus
+from inference.services import job_submit
+from tests.factories import PlanFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client, tiny_model_path):
+    PlanFactory(slug="free", name="Free", is_default=True, price_cents=0, monthly_token_allowance=10_000)
+    admin = UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    return admin
+
+
+@pytest.fixture
+def queued_job(staff):
+    return job_submit(user=UserFactory(email="customer@example.com"), prompt="Hello there", max_new_tokens=10)
+
+
+def test_a_jobs_status_and_counts_cannot_be_edited_in_the_admin(client, queued_job):
+    url = f"/admin/inference/generationjob/{queued_job.pk}/change/"
+    form = client.get(url).content.decode()
+
+    client.post(url, {"status": "succeeded", "tokens_charged": "0", "tokens_reserved": "0", "prompt": "x"})
+
+    assert 'name="status"' not in form and 'name="tokens_reserved"' not in form
+    job = GenerationJob.objects.get(pk=queued_job.pk)
+    assert (job.status, job.tokens_reserved) == (JobStatus.QUEUED, queued_job.tokens_reserved)
+
+
+def test_the_ledger_cannot_be_edited_in_the_admin(client, queued_job):
+    period = QuotaPeriod.objects.get(user=queued_job.user)
+    url = f"/admin/billing/quotaperiod/{period.pk}/change/"
+
+    client.post(url, {"allowance": "999999999", "reserved": "0", "used": "0"})
+
+    period.refresh_from_db()
+    assert (period.allowance, period.reserved) == (10_000, queued_job.tokens_reserved)
+
+
+def test_the_cancel_action_cancels_through_the_service_and_releases_the_reservation(client, queued_job):
+    response = client.post(
+        "/admin/inference/generationjob/",
+        {"action": "cancel", "_selected_action": [str(queued_job.pk)]},
+        follow=True,
+    )
+
+    assert "Cancel requested for 1 job(s)" in response.content.decode()
+    job = GenerationJob.objects.get(pk=queued_job.pk)
+    assert job.status == JobStatus.CANCELLED
+    period = QuotaPeriod.objects.get(user=queued_job.user)
+    assert (period.reserved, period.used) == (0, 0)
