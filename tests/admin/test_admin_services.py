@@ -41,7 +41,20 @@ def test_the_ledger_cannot_be_edited_in_the_admin(client, queued_job):
     period = QuotaPeriod.objects.get(user=queued_job.user)
     url = f"/admin/billing/quotaperiod/{period.pk}/change/"
 
-    client.post(url, {"allowance": "999999999", "reserved": "0", "used": "0"})
+    start, end = period.period_start, period.period_end
+    client.post(
+        url,
+        {
+            "user": str(period.user_id),
+            "period_start_0": f"{start:%Y-%m-%d}",
+            "period_start_1": f"{start:%H:%M:%S}",
+            "period_end_0": f"{end:%Y-%m-%d}",
+            "period_end_1": f"{end:%H:%M:%S}",
+            "allowance": "999999999",
+            "reserved": "0",
+            "used": "0",
+        },
+    )
 
     period.refresh_from_db()
     assert (period.allowance, period.reserved) == (10_000, queued_job.tokens_reserved)
