@@ -199,7 +199,18 @@ JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 # A queued job whose message may have been lost (say, Redis restarted empty) is sent again after this.
 JOB_REQUEUE_AFTER_SECONDS = env.int("JOB_REQUEUE_AFTER_SECONDS", default=600)
 SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)
+# `manage.py maintenance` runs the sweeper every SWEEP_INTERVAL_SECONDS and applies the plans'
+# text retention every RETENTION_INTERVAL_SECONDS, straight against the database (never through
+# the broker, where they would wait behind the generation backlog).
+RETENTION_INTERVAL_SECONDS = env.int("RETENTION_INTERVAL_SECONDS", default=3600)
+# /healthz reports maintenance down when no sweep has finished for this long.
+MAINTENANCE_STALE_SECONDS = env.int("MAINTENANCE_STALE_SECONDS", default=SWEEP_INTERVAL_SECONDS * 3)
 STREAM_TTL_SECONDS = env.int("STREAM_TTL_SECONDS", default=3600)
+# Event streams one user may hold open at once (the page, the REST and the /v1 streams together;
+# each holds a Redis connection). Past it: 429. Counted in Redis across processes.
+MAX_STREAMS_PER_USER = env.int("MAX_STREAMS_PER_USER", default=8)
+# Requests per minute and user to the dashboard's live prompt-token counter. Past it: 429.
+TOKEN_COUNTS_PER_MINUTE = env.int("TOKEN_COUNTS_PER_MINUTE", default=120)
 
 # --- Billing (Stripe) ---------------------------------------------------------------------------
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default=_required_in_production("STRIPE_SECRET_KEY", ""))
@@ -239,6 +250,7 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 ACCOUNT_LOGOUT_REDIRECT_URL = "home"
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
@@ -259,6 +271,8 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password_from_key": "20/m/ip",
     "change_password": "5/m/user",
 }
+# Staff must enrol in two-factor authentication before the admin and staff pages open.
+STAFF_REQUIRE_MFA = env.bool("STAFF_REQUIRE_MFA", default=PRODUCTION)
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Inkwell"
 USERSESSIONS_TRACK_ACTIVITY = True
