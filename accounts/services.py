@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 from allauth.account.models import EmailAddress
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from accounts.models import User
 from saas.errors import ApplicationError
@@ -32,20 +34,47 @@ def admin_ensure(*, email: str, password: str | None = None) -> AdminSeed:
     return AdminSeed(user=user, created=True, password=password if generated else None)
 
 
+def pseudonym(email: str) -> str:
+    """A stable keyed hash that stands for an email address once its account is gone: the same
+    address always gives the same pseudonym (staff can follow one person's trail), and it cannot
+    be turned back into the address without the server's secret key."""
+    return "deleted:" + salted_hmac("inkwell.accounts.pseudonym", email.strip().lower()).hexdigest()[:24]
+
+
 def account_delete(*, user) -> None:
-    """Close the account: stop its jobs (releasing their reservations), cancel the paid
-    subscription in Stripe (no further renewals), then delete the user and everything theirs."""
+    """Close the account, all or nothing as the user sees it. Stripe comes first (the one step
+    that can fail outside our database): every subscription the customer has in Stripe is
+    cancelled and the customer deleted with its cards; if Stripe cannot be told, this raises
+    ApplicationError and nothing here has changed. Then, in one transaction: running jobs are
+    stopped and queued ones cancelled (reservations released), the user's audit entries and their
+    Stripe events lose the email (a pseudonym stands for it), and the user is deleted with
+    everything theirs. Last, their token streams leave Redis."""
     from accounts.audit import audit_record
-    from accounts.models import AuditAction
-    from billing.services import subscription_cancel_now
+    from accounts.models import AuditAction, AuditEvent
+    from billing.models import BillingCustomer
+    from billing.services import billing_close, webhook_payloads_scrub
+    from inference import streams
     from inference.models import ACTIVE_STATUSES, GenerationJob
     from inference.services import job_cancel
 
-    for job in GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES):
-        job_cancel(job=job)
-    subscription_cancel_now(user=user)
-    audit_record(action=AuditAction.ACCOUNT_DELETED, user=None, email=user.email)
-    user.delete()
+    billing_close(user=user)
+    email = user.email
+    customer = BillingCustomer.objects.filter(user=user).first()
+    job_ids = [str(pk) for pk in GenerationJob.objects.filter(user=user).values_list("pk", flat=True)]
+    with transaction.atomic():
+        for job in GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES):
+            job_cancel(job=job)
+        AuditEvent.objects.filter(Q(user=user) | Q(email__iexact=email)).update(email=pseudonym(email))
+        if customer is not None:
+            webhook_payloads_scrub(customer_id=customer.stripe_customer_id)
+        audit_record(action=AuditAction.ACCOUNT_DELETED, user=None, email=pseudonym(email))
+        user.delete()
+        transaction.on_commit(lambda: _streams_delete(streams, job_ids), robust=True)
+
+
+def _streams_delete(streams, job_ids: list[str]) -> None:
+    if job_ids:
+        streams.client().delete(*(streams.stream_key(job_id) for job_id in job_ids))
 
 
 def user_suspend(*, user, reason: str, actor=None) -> None:

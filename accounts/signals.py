@@ -16,7 +16,7 @@ def _logged_in(sender, request, user, **kwargs) -> None:
 
 @receiver(user_logged_out)
 def _logged_out(sender, request, user, **kwargs) -> None:
-    if user is not None:
+    if user is not None and user.pk is not None:  # a deleted account's last sign-out is not recorded
         audit_record(action=AuditAction.LOGOUT, user=user, request=request)
 
 

@@ -11,6 +11,7 @@ from accounts.forms import ApiKeyForm, DeleteAccountForm, ProfileForm
 from accounts.models import SECURITY_ACTIONS
 from accounts.services import account_delete
 from billing.selectors import entitlements_for
+from saas.errors import ApplicationError
 
 
 @login_required
@@ -29,8 +30,13 @@ def delete_account(request):
     form = DeleteAccountForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         user = request.user
+        try:
+            account_delete(user=user)
+        except ApplicationError as error:
+            # Nothing was deleted: the user stays signed in and can try again.
+            messages.error(request, f"Your account was not deleted. {error.message}")
+            return render(request, "accounts/delete.html", {"form": form}, status=error.status_code)
         logout(request)
-        account_delete(user=user)
         messages.success(request, "Your account and its data were deleted, and your subscription was cancelled.")
         return redirect("home")
     return render(request, "accounts/delete.html", {"form": form})

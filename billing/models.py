@@ -140,6 +140,9 @@ class WebhookEvent(models.Model):
     attempts = models.PositiveIntegerField(default=1)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # When the payload's personal fields (names, emails, addresses) were erased: after
+    # BILLING_EVENT_RETENTION_DAYS, or at once when the customer's account is deleted.
+    personal_data_erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]

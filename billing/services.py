@@ -286,17 +286,73 @@ def portal_start(*, user, return_url: str) -> str:
     return session.url
 
 
-def subscription_cancel_now(*, user) -> None:
-    """Cancel the user's live Stripe subscriptions at once (account deletion)."""
-    live = Subscription.objects.filter(user=user).exclude(
+def billing_close(*, user) -> None:
+    """Before an account is deleted: cancel every subscription the customer has in Stripe (asked
+    of Stripe, not only the mirror) and delete the Stripe customer with its cards. Raises
+    ApplicationError if Stripe cannot be told, so the caller deletes nothing; safe to call again
+    (a customer already deleted counts as done)."""
+    customer = BillingCustomer.objects.filter(user=user).first()
+    if customer is not None and not settings.BILLING_SANDBOX:
+        client = stripe_client.client()
+        customer_id = customer.stripe_customer_id
+        try:
+            listing = client.v1.subscriptions.list(params={"customer": customer_id, "status": "all", "limit": 100})
+            for remote in listing.auto_paging_iter():
+                if remote["status"] in LIVE_STRIPE_STATUSES:
+                    client.v1.subscriptions.cancel(
+                        remote["id"], options={"idempotency_key": f"inkwell-close-{remote['id']}"}
+                    )
+            client.v1.customers.delete(customer_id)
+        except stripe_library.InvalidRequestError as error:
+            if error.code != "resource_missing":  # already deleted: a retry after a partial failure
+                raise _stripe_unavailable("close your subscription", error) from error
+        except stripe_errors as error:
+            raise _stripe_unavailable("close your subscription", error) from error
+    Subscription.objects.filter(user=user).exclude(
         status__in=[SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED]
-    )
-    for subscription in live:
-        if not settings.BILLING_SANDBOX and subscription.stripe_subscription_id:
-            stripe_client.client().v1.subscriptions.cancel(subscription.stripe_subscription_id)
-        Subscription.objects.filter(pk=subscription.pk).update(
-            status=SubscriptionStatus.CANCELED, canceled_at=timezone.now()
+    ).update(status=SubscriptionStatus.CANCELED, canceled_at=timezone.now())
+
+
+# Fields of Stripe objects that carry a person's data (name, email, address, phone, card holder).
+PERSONAL_FIELDS = frozenset(
+    {
+        "customer_email", "customer_name", "customer_address", "customer_phone", "customer_shipping",
+        "customer_tax_ids", "email", "name", "phone", "address", "shipping", "billing_details",
+        "receipt_email", "customer_details", "shipping_details", "account_name",
+    }
+)  # fmt: skip
+
+
+def personal_data_scrubbed(value):
+    """A copy of a Stripe payload with every personal field emptied, at any depth."""
+    if isinstance(value, dict):
+        return {k: (None if k in PERSONAL_FIELDS else personal_data_scrubbed(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [personal_data_scrubbed(v) for v in value]
+    return value
+
+
+def webhook_payloads_scrub(*, customer_id: str | None = None, older_than: datetime | None = None) -> int:
+    """Erase personal data from stored webhook payloads: one customer's (account deletion) or
+    those received before ``older_than`` (BILLING_EVENT_RETENTION_DAYS). Ids, types, amounts and
+    statuses stay for the books. Returns how many events were scrubbed."""
+    events = WebhookEvent.objects.filter(personal_data_erased_at__isnull=True)
+    if customer_id is not None:
+        events = events.filter(payload__icontains=customer_id)
+    if older_than is not None:
+        events = events.filter(received_at__lt=older_than)
+    scrubbed = 0
+    for event in events.iterator():
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            payload=personal_data_scrubbed(event.payload), personal_data_erased_at=timezone.now()
         )
+        scrubbed += 1
+    return scrubbed
+
+
+def webhook_payloads_scrub_expired() -> int:
+    cutoff = timezone.now() - timedelta(days=settings.BILLING_EVENT_RETENTION_DAYS)
+    return webhook_payloads_scrub(older_than=cutoff)
 
 
 # --- Stripe: webhooks ---------------------------------------------------------------------------------

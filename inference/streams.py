@@ -38,7 +38,11 @@ def publish_start(job_id, *, attempt: int) -> None:
 
 
 def publish_delta(job_id, text: str) -> None:
-    client().xadd(stream_key(job_id), {"event": "delta", "text": text})
+    # The TTL again: a stream deleted meanwhile (its account was deleted) must not come back forever.
+    pipe = client().pipeline(transaction=False)
+    pipe.xadd(stream_key(job_id), {"event": "delta", "text": text})
+    pipe.expire(stream_key(job_id), settings.STREAM_TTL_SECONDS)
+    pipe.execute()
 
 
 def end_payload(job) -> dict:

@@ -213,6 +213,8 @@ MAX_STREAMS_PER_USER = env.int("MAX_STREAMS_PER_USER", default=8)
 TOKEN_COUNTS_PER_MINUTE = env.int("TOKEN_COUNTS_PER_MINUTE", default=120)
 
 # --- Billing (Stripe) ---------------------------------------------------------------------------
+# Stored webhook payloads keep names, emails and addresses this many days, then only ids and amounts.
+BILLING_EVENT_RETENTION_DAYS = env.int("BILLING_EVENT_RETENTION_DAYS", default=30)
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default=_required_in_production("STRIPE_SECRET_KEY", ""))
 STRIPE_WEBHOOK_SECRET = env.str(
     "STRIPE_WEBHOOK_SECRET", default=_required_in_production("STRIPE_WEBHOOK_SECRET", "whsec_inkwell_sandbox_local")

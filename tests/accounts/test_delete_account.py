@@ -1,0 +1,149 @@
+"""Deleting an account: all or nothing as the user sees it, Stripe told first (every subscription
+Stripe holds, then the customer and its cards), and afterwards no row holds the email."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import redis
+from django.apps import apps
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from accounts.apikeys import api_key_create
+from accounts.audit import audit_record
+from accounts.models import AuditAction, AuditEvent, User
+from accounts.services import pseudonym
+from billing import stripe_client
+from billing.models import BillingCustomer, Subscription, WebhookEvent
+from billing.services import webhook_payloads_scrub_expired
+from inference import streams
+from inference.services import job_submit
+from tests.billing import stripe_fakes as fake
+from tests.factories import PlanFactory, SubscriptionFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+EMAIL = "pro@example.com"
+
+
+@pytest.fixture
+def member(client, tiny_model_path):
+    PlanFactory(slug="free", name="Free", is_default=True, price_cents=0, monthly_token_allowance=10_000)
+    pro = PlanFactory(slug="pro", name="Pro", price_cents=1900, stripe_price_id="price_TestPro0001")
+    user = UserFactory(email=EMAIL)
+    BillingCustomer.objects.create(user=user, stripe_customer_id="cus_TestCustomer0001")
+    SubscriptionFactory(user=user, plan=pro, stripe_subscription_id="sub_1QfTestPro000001")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def live_stripe(settings, monkeypatch):
+    settings.STRIPE_SECRET_KEY = "sk_test_inkwell"
+    settings.BILLING_SANDBOX = False
+
+    def install(responses):
+        recorder = fake.RecordingStripe(responses)
+        monkeypatch.setattr(stripe_client, "http_client", recorder)
+        return recorder
+
+    return install
+
+
+def _rows_holding(text: str) -> list[str]:
+    """Every (model, field) whose stored text or JSON contains ``text``, across the whole schema."""
+    found = []
+    for model in apps.get_models():
+        for field in model._meta.concrete_fields:
+            if isinstance(field, models.CharField | models.TextField):
+                lookup = model._default_manager.filter(**{f"{field.name}__icontains": text})
+            elif isinstance(field, models.JSONField):
+                lookup = model._default_manager.annotate(_text=Cast(field.name, models.TextField())).filter(
+                    _text__icontains=text
+                )
+            else:
+                continue
+            if lookup.exists():
+                found.append(f"{model._meta.label}.{field.name}")
+    return found
+
+
+def test_deleting_asks_stripe_cancels_every_live_subscription_and_deletes_the_customer(client, member, live_stripe):
+    elsewhere = fake.subscription(id="sub_NotInMirror001", status="past_due")
+    ended = fake.subscription(id="sub_Ended00000001", status="canceled")
+    stripe = live_stripe(
+        {
+            ("GET", "/v1/subscriptions"): {"object": "list", "data": [elsewhere, ended], "has_more": False},
+            ("DELETE", "/v1/subscriptions/"): {"object": "subscription", "status": "canceled"},
+            ("DELETE", "/v1/customers/cus_TestCustomer0001"): {"id": "cus_TestCustomer0001", "deleted": True},
+        }
+    )
+
+    response = client.post("/account/delete/", {"confirm_email": EMAIL})
+
+    assert response.status_code == 302
+    calls = [(r["method"], r["path"]) for r in stripe.requests]
+    assert ("DELETE", "/v1/subscriptions/sub_NotInMirror001") in calls
+    assert ("DELETE", "/v1/subscriptions/sub_Ended00000001") not in calls
+    assert calls[-1] == ("DELETE", "/v1/customers/cus_TestCustomer0001")
+    assert not User.objects.filter(email=EMAIL).exists()
+
+
+def test_a_stripe_failure_deletes_nothing_and_keeps_the_user_signed_in(client, member, live_stripe):
+    live_stripe({})  # Stripe answers every call with an error
+
+    response = client.post("/account/delete/", {"confirm_email": EMAIL})
+
+    assert response.status_code == 502
+    assert "Your account was not deleted" in response.content.decode()
+    assert User.objects.filter(email=EMAIL).exists()
+    assert Subscription.objects.get(user=member).status == "active"
+    assert client.get("/account/").status_code == 200  # still signed in
+
+
+@pytest.mark.django_db(transaction=True)  # the streams go when the deletion commits
+def test_after_deletion_no_row_holds_the_email_and_the_streams_are_gone(client, member):
+    job = job_submit(user=member, prompt="Once upon a time", max_new_tokens=10)
+    streams.publish_start(job.id, attempt=1)
+    streams.publish_delta(job.id, "Some text")
+    api_key_create(user=member, name="laptop")
+    audit_record(action=AuditAction.LOGIN_FAILED, user=None, email=EMAIL)
+    invoice = json.loads(fake.event("invoice.paid", fake.invoice()))
+    WebhookEvent.objects.create(
+        stripe_event_id=invoice["id"], type="invoice.paid", stripe_created_at=timezone.now(), payload=invoice,
+        status="processed",
+    )  # fmt: skip
+    assert _rows_holding(EMAIL)  # the check can see the email where it is
+
+    response = client.post("/account/delete/", {"confirm_email": EMAIL})
+
+    assert response.status_code == 302
+    assert _rows_holding(EMAIL) == []
+    assert AuditEvent.objects.filter(action=AuditAction.ACCOUNT_DELETED, email=pseudonym(EMAIL)).exists()
+    assert AuditEvent.objects.filter(action=AuditAction.LOGIN_FAILED, email=pseudonym(EMAIL)).exists()
+    stored = WebhookEvent.objects.get(stripe_event_id=invoice["id"]).payload
+    assert stored["data"]["object"]["customer_email"] is None
+    assert stored["data"]["object"]["amount_paid"] == 1900  # the books keep the amounts
+    client_redis = redis.Redis.from_url(settings.REDIS_URL)
+    assert not client_redis.exists(streams.stream_key(job.id))
+
+
+def test_stored_webhook_payloads_lose_personal_data_after_the_retention_period(db):
+    old, new = (json.loads(fake.event("invoice.paid", fake.invoice())) for _ in range(2))
+    for event in (old, new):
+        WebhookEvent.objects.create(
+            stripe_event_id=event["id"], type="invoice.paid", stripe_created_at=timezone.now(), payload=event,
+            status="processed",
+        )  # fmt: skip
+    WebhookEvent.objects.filter(stripe_event_id=old["id"]).update(
+        received_at=timezone.now() - timedelta(days=settings.BILLING_EVENT_RETENTION_DAYS + 1)
+    )
+
+    assert webhook_payloads_scrub_expired() == 1
+
+    assert WebhookEvent.objects.get(stripe_event_id=old["id"]).payload["data"]["object"]["customer_email"] is None
+    assert WebhookEvent.objects.get(stripe_event_id=new["id"]).payload["data"]["object"]["customer_email"] == EMAIL
