@@ -20,7 +20,14 @@ def stream_key(job_id) -> str:
 
 @functools.cache
 def client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, health_check_interval=30)
+    # Timeouts: a Redis that stopped answering must not hang a worker's flush or the sweeper.
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+    )
 
 
 @functools.cache

@@ -2,7 +2,10 @@
 
 Queues, in the order a worker drains them (strict priority on Redis):
   gen.high, gen.normal, gen.low   generation jobs by the plan's priority
-  maintenance                     sweeper, retention and other housekeeping
+  maintenance                     pings, and housekeeping tasks sent by hand
+
+There is no beat schedule: a scheduled message would wait behind any generation backlog, so the
+sweeper and retention run on their clock in `manage.py maintenance` (saas/maintenance.py).
 """
 
 from __future__ import annotations
@@ -52,19 +55,6 @@ def _config() -> dict:
         },
         result_backend_transport_options={"visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT},
         worker_send_task_events=False,
-        beat_schedule={
-            "sweep-jobs": {
-                "task": "inference.sweep_jobs",
-                "schedule": settings.SWEEP_INTERVAL_SECONDS,
-                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.SWEEP_INTERVAL_SECONDS},
-            },
-            "erase-expired-texts": {
-                "task": "inference.erase_expired_texts",
-                "schedule": 3600,
-                "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
-            },
-        },
-        beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
         worker_hijack_root_logger=False,
     )
 

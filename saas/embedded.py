@@ -74,8 +74,14 @@ class EmbeddedRedis:
             args += ["--dir", str(self.data_dir), "--appendonly", "yes", "--save", ""]
         else:
             args += ["--save", "", "--appendonly", "no"]
+        # A session of its own: Ctrl-C reaches only the launcher, which stops Redis last, after
+        # the processes that use it.
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_timeout=0.5)

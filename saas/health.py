@@ -1,4 +1,5 @@
-"""/healthz: is the database reachable, the broker reachable, and at least one worker alive?"""
+"""/healthz: is the database reachable, the broker reachable, at least one worker alive, and the
+sweeper running (a maintenance process has finished a sweep lately)?"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from saas.celery import app as celery_app
+from saas.maintenance import sweep_last_finished
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,16 @@ def _worker() -> str | None:
         return f"cannot read worker heartbeats: {exc.__class__.__name__}"
 
 
-CHECKS = {"database": _database, "broker": _broker, "worker": _worker}
+def _maintenance() -> str | None:
+    try:
+        if sweep_last_finished() is not None:
+            return None
+        return "no sweep has finished recently (is `manage.py maintenance` running?)"
+    except Exception as exc:
+        return f"cannot read when the sweeper last ran: {exc.__class__.__name__}"
+
+
+CHECKS = {"database": _database, "broker": _broker, "worker": _worker, "maintenance": _maintenance}
 
 
 @never_cache

@@ -18,6 +18,12 @@ def test_celery_speaks_json_only_and_acks_late():
     assert not conf.task_always_eager
 
 
+def test_nothing_is_scheduled_through_the_broker():
+    # A scheduled message would wait behind the generation backlog: `manage.py maintenance` runs
+    # the sweeper and retention instead (tests/saas/test_maintenance.py).
+    assert not celery_app.conf.beat_schedule
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_task_makes_the_round_trip_through_a_real_worker_process(celery_worker):
     results = [ping.delay() for _ in range(5)]

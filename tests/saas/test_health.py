@@ -3,10 +3,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import redis
 from django.utils import timezone
 
 from inference.models import Worker
 from saas.celery import app as celery_app
+from saas.maintenance import SWEEP_MARK_KEY, sweep_mark
 from tests.support import wait_until
 
 
@@ -17,8 +19,16 @@ def _fresh_worker(**overrides) -> Worker:
     return Worker.objects.create(**fields)
 
 
+@pytest.fixture
+def swept(settings):
+    """A maintenance process has just finished a sweep."""
+    sweep_mark()
+    yield
+    redis.Redis.from_url(settings.REDIS_URL).delete(SWEEP_MARK_KEY)
+
+
 @pytest.mark.django_db
-def test_healthz_is_ok_when_database_broker_and_a_worker_are_up(client):
+def test_healthz_is_ok_when_database_broker_a_worker_and_the_sweeper_are_up(client, swept):
     _fresh_worker()
 
     response = client.get("/healthz")
@@ -29,7 +39,7 @@ def test_healthz_is_ok_when_database_broker_and_a_worker_are_up(client):
 
 
 @pytest.mark.django_db
-def test_healthz_names_the_broker_when_it_is_unreachable(client, monkeypatch):
+def test_healthz_names_the_broker_when_it_is_unreachable(client, monkeypatch, swept):
     _fresh_worker()
     monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
 
@@ -43,7 +53,7 @@ def test_healthz_names_the_broker_when_it_is_unreachable(client, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_healthz_names_the_worker_when_its_heartbeat_is_stale(client):
+def test_healthz_names_the_worker_when_its_heartbeat_is_stale(client, swept):
     _fresh_worker(last_heartbeat_at=timezone.now() - timedelta(minutes=5))
 
     response = client.get("/healthz")
@@ -53,9 +63,23 @@ def test_healthz_names_the_worker_when_its_heartbeat_is_stale(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_process_reports_its_heartbeat(client, celery_worker):
+def test_a_real_worker_process_reports_its_heartbeat(client, celery_worker, swept):
     wait_until(lambda: Worker.objects.filter(pid=celery_worker.pid).exists(), timeout=15, what="heartbeat")
 
     response = client.get("/healthz")
 
     assert response.status_code == 200, response.json()
+
+
+@pytest.mark.django_db
+def test_healthz_names_maintenance_when_no_sweep_has_finished_lately(client, settings):
+    _fresh_worker()
+    settings.MAINTENANCE_STALE_SECONDS = 1
+    sweep_mark()  # kept for MAINTENANCE_STALE_SECONDS only
+    assert client.get("/healthz").status_code == 200
+
+    wait_until(lambda: client.get("/healthz").status_code == 503, timeout=5, what="the sweep to be stale")
+
+    body = client.get("/healthz").json()
+    assert body["down"] == ["maintenance"]
+    assert "manage.py maintenance" in body["checks"]["maintenance"]["error"]
