@@ -184,7 +184,7 @@ def execute(job: GenerationJob):
         elif not getattr(engine, "alive", True):
             abandoned = FinishReason.ERROR
         if abandoned:
-            engine.cancel(str(job.id), FinishReason.TIMEOUT)
+            engine.cancel(str(job.id), abandoned)
             break
         if now > soft_deadline:
             request.cancel(FinishReason.TIMEOUT)

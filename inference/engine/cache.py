@@ -7,6 +7,11 @@ column says where a row's real tokens begin, and the attention mask hides the re
 
 Rows are packed at the top of the buffer (rows ``0..rows-1``); a finished row is replaced by the
 last one, so a step always works on one contiguous slice.
+
+Every column a row reads holds its own keys and values or zeros. The mask hides padding, but a
+hidden position still takes part in the attention sums (its score plus a large negative number,
+its value times a zero weight), and with NaN there (left in a slot by a request whose numbers
+went bad) the result is NaN. So padding is cleared when a row is placed and when rows shift right.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ class _SlotLayer(CacheLayerMixin):
         if w.segments:
             for row, source_start, source_end, column in w.segments:
                 end = column + source_end - source_start
+                # The columns left of a new row are its padding, which must not hold NaN (see the
+                # module's doc); a request that failed in this slot may have left some there.
+                self.keys[row, :, :column] = 0
+                self.values[row, :, :column] = 0
                 self.keys[row, :, column:end] = key_states[0, :, source_start:source_end]
                 self.values[row, :, column:end] = value_states[0, :, source_start:source_end]
             return key_states, value_states
@@ -92,14 +101,22 @@ class _SlotLayer(CacheLayerMixin):
             length = src_end - src_start
             self.keys[:rows, :, dst_start : dst_start + length] = self.keys[:rows, :, src_start:src_end].clone()
             self.values[:rows, :, dst_start : dst_start + length] = self.values[:rows, :, src_start:src_end].clone()
+            if dst_start > src_start:
+                # Shifted right: the columns left behind become these rows' padding, and may hold
+                # whatever the slot held before, NaN included; cleared like new padding.
+                self.keys[:rows, :, src_start:dst_start] = 0
+                self.values[:rows, :, src_start:dst_start] = 0
 
-    def grow(self, capacity: int) -> None:
-        if self.is_initialized:
-            for name in ("keys", "values"):
-                old = getattr(self, name)
-                new = torch.zeros((*old.shape[:2], capacity, old.shape[3]), dtype=old.dtype, device=old.device)
-                new[:, :, : old.shape[2]] = old
-                setattr(self, name, new)
+    def grown(self, capacity: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This layer's keys and values copied into buffers of ``capacity`` columns (not yet used)."""
+        if not self.is_initialized:
+            return None
+        buffers = []
+        for old in (self.keys, self.values):
+            new = torch.zeros((*old.shape[:2], capacity, old.shape[3]), dtype=old.dtype, device=old.device)
+            new[:, :, : old.shape[2]] = old
+            buffers.append(new)
+        return buffers[0], buffers[1]
 
 
 class BatchKVCache(Cache):
@@ -130,6 +147,10 @@ class BatchKVCache(Cache):
             layer.shift_columns(rows, src_start, src_end, dst_start)
 
     def grow(self, capacity: int) -> None:
-        for layer in self.layers:
-            layer.grow(capacity)
+        # Allocate every layer's new buffers before swapping any: an out-of-memory error halfway
+        # then leaves the cache as it was, not with layers of different sizes.
+        grown = [layer.grown(capacity) for layer in self.layers]
+        for layer, buffers in zip(self.layers, grown, strict=True):
+            if buffers is not None:
+                layer.keys, layer.values = buffers
         self.capacity = capacity

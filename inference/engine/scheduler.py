@@ -9,15 +9,26 @@ Why not transformers' own continuous batching (``generate_batch``)? On this proj
 reference it reached about 3.6x a one-by-one ``generate`` with mixed lengths, and it lacks
 per-request streaming callbacks and cancellation; this scheduler keeps a right-aligned,
 preallocated KV cache (``BatchKVCache``) and runs close to a uniform static batch.
+
+One request never fails the batch. After every forward pass each row's logits are checked: a row
+with NaN or inf ends alone with ``FinishReason.ERROR``, keeping its text so far. A packed prefill
+that produced any such row, and any forward pass that raised (CUDA out of memory included), is
+run again one row at a time, so the fault lands on the row that causes it and on no other.
+
+Every request taken in ends. If the scheduler thread itself fails (an exception escaping its
+loop, a bug in the bookkeeping included), every waiting and running request ends with ERROR,
+``alive`` turns False, ``failure`` says why, and ``submit`` refuses new requests: the worker
+around the engine watches ``alive`` and restarts rather than run on a scheduler it cannot trust.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,9 +40,15 @@ from inference.engine.types import FinishReason, GenerationRequest, GenerationRe
 
 logger = logging.getLogger(__name__)
 
+# The ``error`` of a request that ended with FinishReason.ERROR; its user reads it.
+ERROR_INVALID_NUMBERS = "the model produced invalid numbers (NaN/inf) for this request"
+ERROR_FORWARD = "the model failed on this request ({})"  # what failed, e.g. "out of memory"
+ERROR_STOPPED = "the engine stopped: {}"  # why the scheduler thread died
+
 
 class EngineError(ValueError):
-    """A request the engine cannot run as asked (the message says what to change)."""
+    """A request the engine cannot run as asked (the message says what to change), or an engine
+    that no longer takes requests."""
 
 
 @dataclass
@@ -43,6 +60,7 @@ class _Row:
     length: int = 0  # tokens of this row in the cache
     last_token: int = 0
     generated: int = 0
+    token_ids: list[int] = field(default_factory=list)  # every token chosen, end-of-sequence included
     first_token_at: float | None = None
 
 
@@ -72,8 +90,11 @@ class Engine:
         self._rows: list[_Row] = []
         self._columns = 0  # the batch's aligned length: the next decode step writes this column
         self._waiting: deque[GenerationRequest] = deque()
+        # Taken off the queue this turn and not yet rows: known, so that a dying loop ends them too.
+        self._admitted: list[GenerationRequest] = []
         self._condition = threading.Condition()
         self._running = False
+        self._failure: str | None = None
         self._thread: threading.Thread | None = None
         self._mask_min = torch.finfo(self.model.dtype if self.model.dtype.is_floating_point else torch.float32).min
 
@@ -81,16 +102,23 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> GenerationRequest:
         prompt_tokens = len(request.prompt_ids)
+        params = request.params
         if prompt_tokens == 0:
             raise EngineError("the prompt is empty")
-        if request.params.max_new_tokens < 1:
+        if params.max_new_tokens < 1:
             raise EngineError("max_new_tokens must be at least 1")
-        if prompt_tokens + request.params.max_new_tokens > self.loaded.max_context:
+        if prompt_tokens + params.max_new_tokens > self.loaded.max_context:
             raise EngineError(
-                f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({request.params.max_new_tokens}) "
+                f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({params.max_new_tokens}) "
                 f"exceeds the model's context of {self.loaded.max_context} tokens"
             )
+        if not (math.isfinite(params.temperature) and math.isfinite(params.top_p)):
+            raise EngineError("temperature and top_p must be finite numbers")
+        if not (math.isfinite(params.repetition_penalty) and params.repetition_penalty > 0):
+            raise EngineError("repetition_penalty must be a finite number above 0")
         with self._condition:
+            if self._failure is not None:
+                raise EngineError(ERROR_STOPPED.format(self._failure))
             if not self._running:
                 raise EngineError("the engine is not running")
             request.submitted_at = time.perf_counter()
@@ -135,28 +163,72 @@ class Engine:
     def active(self) -> int:
         return len(self._rows) + len(self._waiting)
 
+    @property
+    def alive(self) -> bool:
+        """True while the scheduler thread runs and takes requests; False before ``start``, after
+        ``stop``, and for good once the thread has died (``failure`` then says why)."""
+        thread = self._thread
+        return self._running and thread is not None and thread.is_alive()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the scheduler thread died; None while it lives or after a plain ``stop``."""
+        return self._failure
+
     # --- the scheduler loop ---------------------------------------------------------------------
 
     def _loop(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._condition:
-                    while self._running and not self._rows and not self._waiting:
-                        self._condition.wait()
-                    if not self._running:
-                        return
-                    admitted = self._take_waiting()
-                try:
-                    self._drop_cancelled()
-                    if admitted:
-                        self._prefill_groups(admitted)
-                    if self._rows:
-                        self._decode_step()
-                except Exception as exc:  # a failed forward pass fails the batch, not the worker
-                    logger.exception("engine step failed")
-                    for row in list(self._rows):
-                        self._finish(row, FinishReason.ERROR, error=f"generation failed: {exc}")
-                    self._columns = 0
+        try:
+            with torch.inference_mode():
+                while self._turn():
+                    pass
+        except BaseException as exc:  # whatever kills the loop must still end every request it holds
+            self._die(exc)
+
+    def _turn(self) -> bool:
+        """Admit waiting requests, prefill them, decode one token for the batch. False once stopped.
+
+        A forward pass's faults are handled inside (the row that causes one fails alone); any
+        other exception escapes to ``_loop``, which ends everything: after a bug in the
+        bookkeeping, rows, columns and cache can no longer be trusted to agree."""
+        with self._condition:
+            while self._running and not self._rows and not self._waiting:
+                self._condition.wait()
+            if not self._running:
+                return False
+            self._admitted = self._take_waiting()
+        self._drop_cancelled()
+        if self._admitted:
+            self._prefill_groups(self._admitted)
+            self._admitted = []
+        if self._rows:
+            self._decode_step()
+        return True
+
+    def _die(self, exc: BaseException) -> None:
+        """The loop failed: refuse new work and end every request it held, with ERROR."""
+        reason = _describe(exc)
+        logger.critical("the engine stopped: %s", reason, exc_info=exc)
+        with self._condition:
+            self._failure = reason
+            self._running = False
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        error = ERROR_STOPPED.format(reason)
+        rows, self._rows = self._rows, []
+        self._columns = 0
+        for row in rows:
+            if row.request.done.is_set():
+                continue
+            try:
+                self._conclude(row, FinishReason.ERROR, error)  # keeps the text so far
+            except Exception:
+                logger.exception("could not end %s with its text", row.request.request_id)
+                self._finish_unstarted(row.request, FinishReason.ERROR, error)
+        for request in [*self._admitted, *waiting]:
+            if not request.done.is_set():
+                self._finish_unstarted(request, FinishReason.ERROR, error)
+        self._admitted = []
 
     def _take_waiting(self) -> list[GenerationRequest]:
         taken: list[GenerationRequest] = []
@@ -192,15 +264,52 @@ class Engine:
             tokens += len(request.prompt_ids)
         if group:
             self._prefill(group)
+        if not self._rows:
+            self._columns = 0  # every prompt failed: no row needs the room made for them
 
     def _prefill(self, requests: list[GenerationRequest]) -> None:
-        """Prefill several prompts as one packed sequence (no padding): each prompt attends only to
-        itself, restarts its positions at 0, and its keys and values land in its own cache row,
-        right-aligned with the running batch."""
-        longest = max(len(r.prompt_ids) for r in requests)
+        """Prefill a group as one packed sequence; after a fault, again one prompt at a time."""
+        self._make_room(max(len(r.prompt_ids) for r in requests))
+        try:
+            logits = self._prefill_forward(requests)
+        except Exception as exc:
+            if len(requests) == 1:
+                self._fail_unstarted(requests[0], exc)
+            else:
+                logger.warning("a packed prefill of %d prompts failed (%s); one at a time now", len(requests), exc)
+                _release_memory_after(exc)
+                self._prefill_one_by_one(requests)
+            return
+        if len(requests) > 1 and not bool(torch.isfinite(logits.amax(dim=-1)).all()):
+            # Packed prompts share each attention call, and a masked position still adds 0 * value:
+            # one prompt's NaN turns the others' numbers to NaN as well. Alone, each shows its own.
+            logger.warning("a packed prefill of %d prompts gave NaN/inf; one at a time now", len(requests))
+            self._prefill_one_by_one(requests)
+            return
+        self._admit(requests, logits)
+
+    def _prefill_one_by_one(self, requests: list[GenerationRequest]) -> None:
+        for request in requests:
+            # Again for each: a prompt that failed may have been the only row, and with it gone
+            # the batch's columns went back to 0.
+            self._make_room(len(request.prompt_ids))
+            try:
+                logits = self._prefill_forward([request])
+            except Exception as exc:
+                self._fail_unstarted(request, exc)
+                continue
+            self._admit([request], logits)
+
+    def _make_room(self, longest: int) -> None:
+        """Columns for a prompt of ``longest`` tokens, right-aligned with the running batch."""
         self._ensure_capacity(longest)
         if longest > self._columns:
             self._shift_right(longest - self._columns)
+
+    def _prefill_forward(self, requests: list[GenerationRequest]) -> torch.Tensor:
+        """Run prompts as one packed sequence (no padding): each prompt attends only to itself,
+        restarts its positions at 0, and its keys and values land in the next free cache rows,
+        right-aligned with the running batch. Returns each prompt's last logits."""
         first_row = len(self._rows)
         lengths = [len(r.prompt_ids) for r in requests]
         total = sum(lengths)
@@ -217,7 +326,7 @@ class Engine:
             last_positions.append(offset - 1)
         self._cache.set_window(rows=(first_row, first_row + 1), write=(0, total), read_start=0)
         self._cache.set_segments(segments)
-        logits = self.model(
+        return self.model(
             input_ids=input_ids.to(self.device),
             attention_mask=mask,
             position_ids=position_ids.to(self.device),
@@ -225,16 +334,22 @@ class Engine:
             use_cache=True,
             logits_to_keep=torch.tensor(last_positions, device=self.device),
         ).logits[0]
+
+    def _admit(self, requests: list[GenerationRequest], logits: torch.Tensor) -> None:
+        """Prefilled prompts become rows (in the cache rows their prefill wrote) and take their
+        first token."""
         if self._seen is None:
             self._seen = torch.zeros((self.max_batch, logits.shape[-1]), dtype=torch.bool, device=self.device)
+        first_row = len(self._rows)
         rows = []
         for i, request in enumerate(requests):
+            length = len(request.prompt_ids)
             row = _Row(
                 request=request,
                 assembler=TextAssembler(self.tokenizer, request.params.stop),
                 sampler=RowSampler(request.params, self.device),
-                start_column=self._columns - lengths[i],
-                length=lengths[i],
+                start_column=self._columns - length,
+                length=length,
             )
             slot = first_row + i
             self._seen[slot].zero_()
@@ -243,42 +358,100 @@ class Engine:
             rows.append(row)
         self._accept(rows, logits, first_row)
 
+    def _fail_unstarted(self, request: GenerationRequest, exc: Exception) -> None:
+        logger.error("prefill failed for %s", request.request_id, exc_info=exc)
+        _release_memory_after(exc)
+        self._finish_unstarted(request, FinishReason.ERROR, ERROR_FORWARD.format(_describe(exc)))
+
     # --- decode -------------------------------------------------------------------------------
 
     def _decode_step(self) -> None:
         self._ensure_capacity()
-        count = len(self._rows)
-        read_start = min(r.start_column for r in self._rows)
-        input_ids = torch.tensor([[r.last_token] for r in self._rows], dtype=torch.long, device=self.device)
-        position_ids = torch.tensor([[r.length] for r in self._rows], dtype=torch.long, device=self.device)
-        starts = torch.tensor([r.start_column for r in self._rows], dtype=torch.long)
+        errors: list[str] | None = None
+        try:
+            logits = self._decode_forward(0, len(self._rows))
+        except Exception as exc:
+            logits, errors = self._decode_one_by_one(exc)
+        self._columns += 1
+        for row in self._rows:
+            row.length += 1
+        self._accept(list(self._rows), logits, 0, errors)
+
+    def _decode_one_by_one(self, batch_exc: Exception) -> tuple[torch.Tensor, list[str]]:
+        """The batched step raised: run each row alone, so that only a row failing alone fails.
+
+        The failed step may have written this step's column already (for some layers and rows).
+        Each row alone writes that same column at every layer before it reads it, and no length
+        or column count has moved, so nothing stale is read. Returns the logits (zeros for a row
+        that failed) and each row's error ("" for none)."""
+        _release_memory_after(batch_exc)
+        results: list[torch.Tensor | Exception]
+        if len(self._rows) == 1:
+            results = [batch_exc]  # alone already: the same pass again would fail the same way
+        else:
+            logger.warning("a decoding step of %d rows failed (%s); one row at a time now", len(self._rows), batch_exc)
+            results = []
+            for slot in range(len(self._rows)):
+                try:
+                    results.append(self._decode_forward(slot, slot + 1).float())
+                except Exception as exc:
+                    _release_memory_after(exc)
+                    results.append(exc)
+        placeholder = torch.zeros((1, self._seen.shape[-1]), dtype=torch.float32, device=self.device)
+        pieces, errors = [], []
+        for row, result in zip(self._rows, results, strict=True):
+            if isinstance(result, Exception):
+                logger.error("decoding failed for %s", row.request.request_id, exc_info=result)
+                pieces.append(placeholder)
+                errors.append(ERROR_FORWARD.format(_describe(result)))
+            else:
+                pieces.append(result)
+                errors.append("")
+        return torch.cat(pieces), errors
+
+    def _decode_forward(self, row_start: int, row_end: int) -> torch.Tensor:
+        """One decoding step for rows ``row_start..row_end``; writes column ``self._columns``."""
+        rows = self._rows[row_start:row_end]
+        read_start = min(r.start_column for r in rows)
+        input_ids = torch.tensor([[r.last_token] for r in rows], dtype=torch.long, device=self.device)
+        position_ids = torch.tensor([[r.length] for r in rows], dtype=torch.long, device=self.device)
+        starts = torch.tensor([r.start_column for r in rows], dtype=torch.long)
         keys = torch.arange(read_start, self._columns + 1)
         allowed = keys[None, :] >= starts[:, None]
         mask = self._additive_mask(allowed[:, None, None, :])
-        self._cache.set_window(rows=(0, count), write=(self._columns, self._columns + 1), read_start=read_start)
-        logits = self.model(
+        self._cache.set_window(
+            rows=(row_start, row_end), write=(self._columns, self._columns + 1), read_start=read_start
+        )
+        return self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
             cache=self._cache,
             use_cache=True,
         ).logits[:, -1, :]
-        self._columns += 1
-        for row in self._rows:
-            row.length += 1
-        self._accept(list(self._rows), logits, 0)
 
-    def _accept(self, rows: list[_Row], logits: torch.Tensor, first_slot: int) -> None:
-        """Choose the next token of each row, stream its text, and retire the rows that finished."""
+    def _accept(self, rows: list[_Row], logits: torch.Tensor, first_slot: int, errors: list[str] | None = None) -> None:
+        """Choose the next token of each row, stream its text, and retire the rows that finished.
+
+        A row with an error (its forward pass failed alone) or with no usable token (NaN/inf)
+        ends with ERROR, keeping the tokens it had; the other rows go on."""
         samplers = [r.sampler for r in rows]
         penalise = any(r.request.params.repetition_penalty != 1.0 for r in rows)
         seen = self._seen[first_slot : first_slot + len(rows)] if penalise else None
         tokens = choose_tokens(logits.float(), samplers, seen)
         now = time.perf_counter()
-        finished: list[tuple[_Row, FinishReason]] = []
+        finished: list[tuple[_Row, FinishReason, str]] = []
         for offset, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            error = errors[offset] if errors else ""
+            if not error and token is None:
+                logger.warning("request %s: NaN/inf in the model's numbers", row.request.request_id)
+                error = ERROR_INVALID_NUMBERS
+            if error:
+                finished.append((row, FinishReason.ERROR, error))
+                continue
             row.last_token = token
             row.generated += 1
+            row.token_ids.append(token)
             if row.first_token_at is None:
                 row.first_token_at = now
             self._seen[first_slot + offset, token] = True
@@ -296,27 +469,14 @@ class Engine:
             if reason is None and row.request.cancel_reason is not None:
                 reason = row.request.cancel_reason
             if reason is not None:
-                finished.append((row, reason))
-        for row, reason in finished:
-            self._finish(row, reason)
+                finished.append((row, reason, ""))
+        for row, reason, error in finished:
+            self._finish(row, reason, error)
 
     # --- rows and columns -----------------------------------------------------------------------
 
     def _finish(self, row: _Row, reason: FinishReason, error: str = "") -> None:
-        piece = row.assembler.finish()
-        if piece:
-            self._emit(row, piece)
-        now = time.perf_counter()
-        row.request.result = GenerationResult(
-            text=row.assembler.text,
-            prompt_tokens=len(row.request.prompt_ids),
-            completion_tokens=row.generated,
-            finish_reason=reason,
-            error=error,
-            token_ids=list(row.assembler.token_ids),
-            time_to_first_token=(row.first_token_at - row.request.submitted_at) if row.first_token_at else None,
-            generation_seconds=now - row.request.submitted_at,
-        )
+        self._conclude(row, reason, error)
         slot = self._rows.index(row)
         last = len(self._rows) - 1
         if slot != last:
@@ -327,11 +487,28 @@ class Engine:
         self._rows.pop()
         if not self._rows:
             self._columns = 0
+
+    def _conclude(self, row: _Row, reason: FinishReason, error: str = "") -> None:
+        """Give the row's request its result and wake its waiter (the cache is not touched)."""
+        piece = row.assembler.finish()
+        if piece:
+            self._emit(row, piece)
+        now = time.perf_counter()
+        row.request.result = GenerationResult(
+            text=row.assembler.text,
+            prompt_tokens=len(row.request.prompt_ids),
+            completion_tokens=row.generated,
+            finish_reason=reason,
+            error=error,
+            token_ids=list(row.token_ids),
+            time_to_first_token=(row.first_token_at - row.request.submitted_at) if row.first_token_at else None,
+            generation_seconds=now - row.request.submitted_at,
+        )
         row.request.done.set()
 
-    def _finish_unstarted(self, request: GenerationRequest, reason: FinishReason) -> None:
+    def _finish_unstarted(self, request: GenerationRequest, reason: FinishReason, error: str = "") -> None:
         request.result = GenerationResult(
-            text="", prompt_tokens=len(request.prompt_ids), completion_tokens=0, finish_reason=reason
+            text="", prompt_tokens=len(request.prompt_ids), completion_tokens=0, finish_reason=reason, error=error
         )
         request.done.set()
 
@@ -378,3 +555,18 @@ class Engine:
         mask = torch.zeros(allowed.shape, dtype=dtype)
         mask.masked_fill_(~allowed, self._mask_min)
         return mask.to(self.device)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short account of a fault for the user-facing error: its type and first line."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of memory"
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text[:300]
+
+
+def _release_memory_after(exc: BaseException) -> None:
+    # After a CUDA out-of-memory error, hand the allocator's cached blocks back before a retry.
+    if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -7,6 +7,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# Below this temperature a row decodes greedily. Dividing logits by a temperature near zero
+# overflows them to inf, and the softmax of inf is NaN: sampling would fail (and used to fail the
+# whole batch). 0.01 already makes a 1-logit lead a 100-logit lead, so greedy is what such a
+# temperature means anyway. The web boundary uses the same value.
+MIN_TEMPERATURE = 0.01
+
 
 class FinishReason(enum.StrEnum):
     LENGTH = "length"  # max_new_tokens reached
@@ -18,8 +24,14 @@ class FinishReason(enum.StrEnum):
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How one request chooses its tokens.
+
+    ``temperature`` below ``MIN_TEMPERATURE`` (0.01; 0 included, NaN too) means greedy: the row
+    takes the most likely token, exactly as ``generate(do_sample=False)`` would.
+    """
+
     max_new_tokens: int = 128
-    temperature: float = 1.0  # 0 means greedy
+    temperature: float = 1.0  # below MIN_TEMPERATURE means greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 means no top-k filter
     repetition_penalty: float = 1.0
@@ -29,7 +41,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Written as "not >=" so that a NaN temperature is greedy too, not a division by NaN.
+        return not self.temperature >= MIN_TEMPERATURE
 
 
 @dataclass
@@ -38,7 +51,9 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason
-    error: str = ""
+    error: str = ""  # why a request ended with FinishReason.ERROR, in words for its user
+    # Every token chosen, the end-of-sequence token that ended it included (as generate returns
+    # it), so len(token_ids) == completion_tokens.
     token_ids: list[int] = field(default_factory=list)
     time_to_first_token: float | None = None  # seconds from submission to the first token
     generation_seconds: float = 0.0
