@@ -40,6 +40,24 @@ class Entitlements:
         return self.subscription.past_due_since + timedelta(days=settings.BILLING_GRACE_DAYS)
 
     @property
+    def renewal_unpaid(self) -> bool:
+        """The subscription's current period is not paid yet: the last paid period's ledger applies."""
+        sub = self.subscription
+        return (
+            sub is not None
+            and not sub.is_comp
+            and (sub.paid_period_start is None or sub.paid_period_start < sub.current_period_start)
+        )
+
+    @property
+    def pending_plan(self) -> Plan | None:
+        """A plan the subscription was changed to whose invoice is not paid yet (limits stay the old plan's)."""
+        sub = self.subscription
+        if sub is None or sub.is_comp or sub.plan_id == self.plan.pk:
+            return None
+        return sub.plan
+
+    @property
     def monthly_token_allowance(self) -> int:
         return self.plan.monthly_token_allowance
 

@@ -17,7 +17,7 @@ from accounts.models import AuditEvent
 from billing import sandbox, services
 from billing.business import business_numbers
 from billing.models import Plan, Subscription
-from billing.selectors import entitlements_for, public_plans, quota_period_for, subscription_latest
+from billing.selectors import entitlements_for, public_plans, quota_snapshot, subscription_latest
 from billing.tasks import sandbox_deliver
 from saas.charts import bar_chart
 from saas.errors import ApplicationError, Conflict
@@ -39,7 +39,7 @@ def billing_home(request):
         {
             "entitlements": entitlements,
             "subscription": subscription_latest(request.user),
-            "period": quota_period_for(request.user, entitlements=entitlements),
+            "ledger": quota_snapshot(request.user, entitlements=entitlements),
             "plans": public_plans(),
         },
     )

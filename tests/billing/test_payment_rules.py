@@ -55,6 +55,10 @@ def test_a_renewal_not_yet_paid_keeps_the_last_paid_periods_remaining_tokens(cli
 
     assert entitlements_for(customer).plan.slug == "pro"
     assert _remaining(customer) == 10_000
+    client.force_login(customer)
+    page = client.get("/billing/").content.decode()
+    assert "Your renewal is waiting for payment" in page
+    assert ">100,000<" in page and ">90,000<" in page  # the last paid period's numbers
     with pytest.raises(QuotaExceeded):
         quota_reserve(period=quota_period_open(user=customer, entitlements=entitlements_for(customer)), tokens=20_000)
 
@@ -116,6 +120,8 @@ def test_an_upgrade_counts_only_once_its_invoice_is_paid(client, paid_pro, team_
 
     assert entitlements_for(customer).plan.slug == "pro"  # a failed upgrade payment leaves the old plan
     assert _remaining(customer) == 100_000
+    client.force_login(customer)
+    assert "Your change to Team applies once its invoice is paid" in client.get("/billing/").content.decode()
 
     _deliver(client, "invoice.paid", _upgrade_invoice(paid=True, now=now - 20, end=end), now - 20)
 
