@@ -19,6 +19,7 @@ from billing.selectors import entitlements_for, quota_snapshot
 from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import job_history, jobs_of, usage_by_day
 from inference.services import job_cancel, job_submit, rate_limit_status
+from saas.api import JSONParser
 from saas.errors import ApplicationError
 
 
@@ -40,6 +41,10 @@ def api_headers(user) -> dict[str, str]:
 
 
 class InkwellAPIView(APIView):
+    # Bodies are JSON only, read by saas.api.parse_json: bounded nesting, no NaN, no lone
+    # surrogates, a clear 400 for anything else.
+    parser_classes = [JSONParser]
+
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         # The user as authentication left it (reading request.user would authenticate again).
@@ -79,6 +84,24 @@ class StrictSerializer(serializers.Serializer):
         return attrs
 
 
+class NumberField(serializers.FloatField):
+    """A JSON number: a string or a boolean is refused, not converted."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool | str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class WholeNumberField(serializers.IntegerField):
+    """A JSON integer: a string or a boolean is refused, not converted."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool | str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "user", "assistant"])
     content = serializers.CharField(allow_blank=True, trim_whitespace=False)
@@ -88,13 +111,25 @@ class JobCreateSerializer(StrictSerializer):
     model = serializers.CharField(required=False, help_text="A model of your plan; the plan's first model if omitted.")
     prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     messages = MessageSerializer(many=True, required=False)
-    max_new_tokens = serializers.IntegerField(required=False, min_value=1)
-    temperature = serializers.FloatField(required=False, default=1.0)
-    top_p = serializers.FloatField(required=False, default=1.0)
-    top_k = serializers.IntegerField(required=False, default=0)
-    repetition_penalty = serializers.FloatField(required=False, default=1.0)
+    max_new_tokens = WholeNumberField(
+        required=False, min_value=1, help_text="1 to your plan's cap; min(256, the cap) if omitted."
+    )
+    temperature = NumberField(
+        required=False,
+        default=1.0,
+        help_text="0 to 2. 0 is greedy decoding (the most likely token each step, the same text every time); "
+        "any value below 0.01 counts as 0 and is stored as 0.",
+    )
+    top_p = NumberField(required=False, default=1.0, help_text="0.01 to 1.")
+    top_k = WholeNumberField(required=False, default=0, help_text="0 (off) to 1000.")
+    repetition_penalty = NumberField(required=False, default=1.0, help_text="0.5 to 2.")
     stop = serializers.ListField(child=serializers.CharField(trim_whitespace=False), required=False, max_length=4)
-    seed = serializers.IntegerField(required=False, allow_null=True, default=None)
+    seed = WholeNumberField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="0 to 2^63-1: the same seed and settings, the same text.",
+    )
 
 
 class JobFilterSerializer(serializers.Serializer):

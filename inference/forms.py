@@ -1,8 +1,31 @@
 from __future__ import annotations
 
-import json
-
 from django import forms
+
+from inference.services import CHAT_ROLES, MAX_SEED
+from saas.api import parse_json
+from saas.errors import ApplicationError
+
+UNREADABLE_CONVERSATION = "The conversation could not be read; start a new one."
+
+
+def parse_history(raw: str) -> list[dict]:
+    """The chat so far, from the form's hidden field: a list of {role, content} turns, or a
+    ValidationError (the field is the browser's to send back, so anything may arrive in it)."""
+    try:
+        turns = parse_json(raw or "[]", what="The conversation")
+    except ApplicationError as error:
+        if error.code == "invalid_unicode":
+            raise forms.ValidationError(
+                "The conversation contains invalid Unicode (a lone surrogate); start a new one."
+            ) from None
+        raise forms.ValidationError(UNREADABLE_CONVERSATION) from None
+    if not isinstance(turns, list) or not all(
+        isinstance(turn, dict) and turn.get("role") in CHAT_ROLES and isinstance(turn.get("content"), str)
+        for turn in turns
+    ):
+        raise forms.ValidationError(UNREADABLE_CONVERSATION)
+    return [{"role": turn["role"], "content": turn["content"]} for turn in turns]
 
 
 class GenerateForm(forms.Form):
@@ -18,7 +41,11 @@ class GenerateForm(forms.Form):
     message = forms.CharField(required=False, label="Your message", widget=forms.Textarea(attrs={"rows": 4}))
     max_new_tokens = forms.IntegerField(min_value=1, label="Max new tokens")
     temperature = forms.FloatField(
-        min_value=0, max_value=2, initial=0.8, widget=forms.NumberInput(attrs={"step": "0.05"})
+        min_value=0,
+        max_value=2,
+        initial=0.8,
+        widget=forms.NumberInput(attrs={"step": "0.05"}),
+        help_text="0 is greedy: the likeliest token every time. Below 0.01 counts as 0.",
     )
     top_p = forms.FloatField(
         min_value=0.01, max_value=1, initial=1.0, label="Top-p", widget=forms.NumberInput(attrs={"step": "0.01"})
@@ -30,7 +57,9 @@ class GenerateForm(forms.Form):
     stop = forms.CharField(
         required=False, label="Stop sequences (one per line)", widget=forms.Textarea(attrs={"rows": 2})
     )
-    seed = forms.IntegerField(required=False, min_value=0, help_text="Same seed and settings, same text.")
+    seed = forms.IntegerField(
+        required=False, min_value=0, max_value=MAX_SEED, help_text="Same seed and settings, same text."
+    )
 
     def __init__(self, *args, models: list[str], max_new_tokens: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -40,14 +69,12 @@ class GenerateForm(forms.Form):
         self.fields["max_new_tokens"].help_text = f"Your plan allows up to {max_new_tokens:,}."
 
     def clean_history(self) -> list[dict]:
-        raw = self.cleaned_data.get("history") or "[]"
+        # A hidden field has nowhere to show its error: it is the form's.
         try:
-            turns = json.loads(raw)
-        except json.JSONDecodeError:
-            raise forms.ValidationError("The conversation could not be read; start a new one.") from None
-        if not isinstance(turns, list):
-            raise forms.ValidationError("The conversation could not be read; start a new one.")
-        return turns
+            return parse_history(self.cleaned_data.get("history") or "")
+        except forms.ValidationError as error:
+            self.add_error(None, error)
+            return []
 
     def submission(self) -> dict:
         """The keyword arguments for job_submit."""

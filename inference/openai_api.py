@@ -10,7 +10,8 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import JsonResponse, StreamingHttpResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.authentication import KeyScopeAllows, api_user, key_from_header, refuse_key_in_url
@@ -18,9 +19,18 @@ from accounts.models import ApiKeyScope
 from billing.selectors import entitlements_for
 from inference.api import api_headers
 from inference.models import GenerationJob, JobSource, JobStatus
+from inference.selectors import job_of_async
 from inference.services import job_submit
-from inference.views import _release_database, follow_job
-from saas.api import error_body
+from inference.views import (
+    StreamSlot,
+    _release_database,
+    event_stream_response,
+    follow_job,
+    holding,
+    job_events,
+    too_many_streams,
+)
+from saas.api import body_too_large, error_body, parse_json
 from saas.errors import ApplicationError
 
 COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "n", "user"}
@@ -68,9 +78,10 @@ async def _with_headers(response, user):
 
 def _parse(request, allowed: set[str]) -> dict:
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ApplicationError("The request body is not valid JSON.") from None
+        raw = request.body
+    except RequestDataTooBig:
+        raise body_too_large() from None
+    body = parse_json(raw or b"{}")
     if not isinstance(body, dict):
         raise ApplicationError("The request body must be a JSON object.")
     for field, value in body.items():
@@ -85,7 +96,19 @@ def _parse(request, allowed: set[str]) -> dict:
         raise ApplicationError("stream_options must be an object.", param="stream_options")
     if "model" not in body:
         raise ApplicationError("model is required.", param="model")
+    if not isinstance(body["model"], str):
+        raise ApplicationError("model must be a string: the name of one of your plan's models.", param="model")
+    if not isinstance(body.get("stream", False), bool | None):
+        raise ApplicationError("stream must be true or false.", param="stream")
     return body
+
+
+def _as_sent(error: ApplicationError, field: str) -> ApplicationError:
+    """job_submit's error about max_new_tokens, told in the name this client sent it as."""
+    if error.param == "max_new_tokens" and field != "max_new_tokens":
+        error.message = error.message.replace("max_new_tokens", field)
+        error.param = field
+    return error
 
 
 def _sampling(body: dict, max_tokens_field: str = "max_tokens") -> dict:
@@ -130,8 +153,10 @@ async def _handle(request, *, chat: bool):
     if failure is not None:
         await _release_database()
         return failure
+    slot = None
     try:
         body = _parse(request, CHAT_FIELDS if chat else COMPLETION_FIELDS)
+        tokens_field = "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens"
         params = _sampling(body, "max_completion_tokens" if chat else "max_tokens")
         if chat:
             params["messages"] = body.get("messages")
@@ -144,21 +169,26 @@ async def _handle(request, *, chat: bool):
                     raise ApplicationError("Send one prompt string per request.", param="prompt")
                 prompt = prompt[0]
             params["prompt"] = prompt if prompt is not None else ""
-        job = await sync_to_async(job_submit)(
-            user=user, source=JobSource.OPENAI, entitlements=user.request_entitlements, **params
-        )
+        if body.get("stream"):
+            # Before the job: a stream refused for the cap leaves nothing queued behind it.
+            slot = await StreamSlot.take(user.pk)
+            if slot is None:
+                raise too_many_streams()
+        try:
+            job = await sync_to_async(job_submit)(
+                user=user, source=JobSource.OPENAI, entitlements=user.request_entitlements, **params
+            )
+        except ApplicationError as error:
+            raise _as_sent(error, tokens_field) from None
     except ApplicationError as error:
+        if slot is not None:
+            await slot.release()
         return await _with_headers(_application_error(error), user)
     created = int(time.time())
     stream_options = body.get("stream_options") or {}
-    if body.get("stream"):
-        response = StreamingHttpResponse(
-            _chunks(job, chat=chat, created=created, include_usage=bool(stream_options.get("include_usage"))),
-            content_type="text/event-stream",
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return await _with_headers(response, user)
+    if slot is not None:
+        chunks = _chunks(job, chat=chat, created=created, include_usage=bool(stream_options.get("include_usage")))
+        return await _with_headers(event_stream_response(holding(slot, chunks)), user)
     await _release_database()
     job = await _final_job(job)
     if job.status == JobStatus.FAILED:
@@ -245,10 +275,8 @@ async def models(request):
 
 
 async def api_job_stream(request, job_id):
-    """GET /api/v1/jobs/<id>/stream: the job's server-sent events, for API keys."""
-    from inference.selectors import job_of_async
-    from inference.views import job_events
-
+    """GET /api/v1/jobs/<id>/stream: the job's server-sent events, for API keys (404 for another
+    user's job, 429 past MAX_STREAMS_PER_USER)."""
     user, failure = await _authenticate(request)
     if failure is not None:
         await _release_database()
@@ -257,7 +285,7 @@ async def api_job_stream(request, job_id):
     await _release_database()
     if job is None:
         return _error(404, "Not found.", type="not_found_error", code="not_found")
-    response = StreamingHttpResponse(job_events(job), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    slot = await StreamSlot.take(user.pk)
+    if slot is None:
+        return _application_error(too_many_streams())
+    return event_stream_response(holding(slot, job_events(job)))

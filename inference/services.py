@@ -18,6 +18,7 @@ from billing.selectors import Entitlements, entitlements_for
 from billing.services import quota_period_open, quota_reserve, quota_settle
 from inference import catalog, streams
 from inference.broker import broker_epoch
+from inference.engine.types import MIN_TEMPERATURE
 from inference.models import (
     ACTIVE_STATUSES,
     FinishReason,
@@ -35,6 +36,10 @@ MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 64
 MAX_PROMPT_CHARS = 200_000  # far above any plan's token limit; stops absurd payloads before tokenizing
 CHAT_ROLES = ("system", "user", "assistant")
+# Below this a temperature only divides the logits by a denormal (and can overflow them to inf
+# for the whole batch); it means "greedy" (the engine's own rule), so it is stored as 0.
+GREEDY_BELOW_TEMPERATURE = MIN_TEMPERATURE
+MAX_SEED = 2**63 - 1
 
 
 # --- workers -------------------------------------------------------------------------------
@@ -67,18 +72,42 @@ def _invalid(message: str, param: str) -> ApplicationError:
     return ApplicationError(message, code="invalid_request", param=param)
 
 
+def _shown(value: float) -> str:
+    # An int may be far too large for a float (JSON allows 400 digits): never convert it.
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+    return f"{value:g}"
+
+
+def _kind_of(value) -> str:
+    kinds = {bool: "true/false", str: "a string", float: "a fraction", list: "a list", dict: "an object"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
 def _check_number(name: str, value, *, low: float, high: float, integer: bool = False) -> None:
     kind = "an integer" if integer else "a number"
+    bounds = f"between {_shown(int(low) if integer else low)} and {_shown(int(high) if integer else high)}"
     if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-        raise _invalid(f"{name} must be {kind} between {low:g} and {high:g}.", name)
-    if not math.isfinite(value) or not low <= value <= high:
-        raise _invalid(f"{name} must be between {low:g} and {high:g}; got {value:g}.", name)
+        raise _invalid(f"{name} must be {kind} {bounds}; got {_kind_of(value)}.", name)
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        raise _invalid(f"{name} must be {bounds}; got {_shown(value)}.", name)
 
 
-def _reject_nul(text: str, param: str) -> None:
-    # PostgreSQL cannot store NUL characters in text; say so instead of failing on insert.
+def _encodes_as_utf8(text: str) -> bool:
+    # Only a surrogate (JSON's "\\ud800" on its own) makes a str fail to encode as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(text: str, param: str) -> None:
+    """Text that PostgreSQL and the tokenizers can take, or a clear error about ``param``."""
     if "\x00" in text:
         raise _invalid(f"{param} contains a NUL character (\\u0000); remove it.", param)
+    if not text.isascii() and not _encodes_as_utf8(text):
+        raise _invalid(f"{param} contains invalid Unicode (a lone surrogate); send text as UTF-8.", param)
 
 
 def _validate_messages(messages) -> list[dict]:
@@ -91,10 +120,12 @@ def _validate_messages(messages) -> list[dict]:
         content = message.get("content")
         if not isinstance(content, str):
             raise _invalid(f"messages[{index}].content must be a string.", f"messages[{index}].content")
-        _reject_nul(content, f"messages[{index}].content")
+        _check_text(content, f"messages[{index}].content")
         clean.append({"role": message["role"], "content": content})
     if not any(m["content"].strip() for m in clean):
         raise _invalid("The conversation is empty: write a message first.", "messages")
+    if sum(len(m["content"]) for m in clean) > MAX_PROMPT_CHARS:
+        raise _invalid(f"The conversation is longer than {MAX_PROMPT_CHARS:,} characters.", "messages")
     return clean
 
 
@@ -111,7 +142,7 @@ def _validate_stop(stop) -> list[str]:
     if any(len(s) > MAX_STOP_LENGTH for s in stop):
         raise _invalid(f"A stop sequence may be at most {MAX_STOP_LENGTH} characters long.", "stop")
     for sequence in stop:
-        _reject_nul(sequence, "stop")
+        _check_text(sequence, "stop")
     return stop
 
 
@@ -181,6 +212,11 @@ def job_submit(
         if not available:
             raise ApplicationError("Your plan includes no model that this server runs.", code="model_not_allowed")
         model = available[0]
+    if not isinstance(model, str):
+        raise _invalid(
+            f"model must be a string, the name of one of your plan's models; got {_kind_of(model)}.", "model"
+        )
+    _check_text(model, "model")
     if model not in settings.INFERENCE_MODELS:
         raise ApplicationError(
             f"Unknown model {model!r}. Available models: {', '.join(settings.INFERENCE_MODELS)}.",
@@ -210,18 +246,20 @@ def job_submit(
             raise _invalid("The prompt is empty: write something to continue.", "prompt")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise _invalid(f"The prompt is longer than {MAX_PROMPT_CHARS:,} characters.", "prompt")
-        _reject_nul(prompt, "prompt")
+        _check_text(prompt, "prompt")
 
     cap = entitlements.max_new_tokens
     if max_new_tokens is None:
         max_new_tokens = min(cap, 256)
     _check_number("max_new_tokens", max_new_tokens, low=1, high=cap, integer=True)
     _check_number("temperature", temperature, low=0, high=2)
+    if temperature < GREEDY_BELOW_TEMPERATURE:
+        temperature = 0.0  # greedy; also turns -0.0 and a denormal like 1e-45 into the plain 0 the engine expects
     _check_number("top_p", top_p, low=0.01, high=1)
     _check_number("top_k", top_k, low=0, high=1000, integer=True)
     _check_number("repetition_penalty", repetition_penalty, low=0.5, high=2)
     if seed is not None:
-        _check_number("seed", seed, low=0, high=2**63 - 1, integer=True)
+        _check_number("seed", seed, low=0, high=MAX_SEED, integer=True)
     stop = _validate_stop(stop)
 
     prompt_tokens = len(catalog.prompt_token_ids(model, prompt=prompt, messages=messages))

@@ -25,8 +25,8 @@ def client() -> redis.Redis:
         settings.REDIS_URL,
         decode_responses=True,
         health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=10,
+        socket_connect_timeout=2,
+        socket_timeout=3,
     )
 
 

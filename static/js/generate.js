@@ -167,18 +167,33 @@
 
   var counter = form.querySelector("[data-testid=token-counter]");
   var countTimer = null;
+  var countPausedUntil = 0;
   function count() {
     clearTimeout(countTimer);
+    // Counting is rate-limited per user: while paused, count once when the pause is over.
+    var wait = Math.max(250, countPausedUntil - Date.now());
     countTimer = setTimeout(function () {
       var body = new FormData(form);
       fetch(form.dataset.countUrl, {method: "POST", body: body, credentials: "same-origin",
                                     headers: {"X-CSRFToken": csrf()}})
-        .then(function (r) { return r.json(); }).then(function (data) {
-          if (data.tokens === undefined) return;
+        .then(function (r) { return r.json().then(function (data) { return {status: r.status, data: data}; }); })
+        .then(function (res) {
+          var data = res.data;
+          if (res.status === 429) {
+            // Keep the last count on screen and try again after the pause.
+            countPausedUntil = Date.now() + (data.retry_after || 10) * 1000;
+            count();
+            return;
+          }
+          if (data.tokens === undefined) {
+            // Too long to count (413) or an unreadable conversation (400): say so, as an overrun.
+            if (data.error) { counter.textContent = data.error; counter.classList.add("over"); }
+            return;
+          }
           counter.textContent = data.tokens + " / " + data.limit + " prompt tokens";
           counter.classList.toggle("over", data.tokens > data.limit);
         }).catch(function () {});
-    }, 250);
+    }, wait);
   }
   form.addEventListener("input", function (e) { if (["prompt", "message", "system"].indexOf(e.target.name) >= 0) count(); });
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
+import redis
+from django.test import Client
 
 from accounts.models import User
 from billing.models import QuotaPeriod, UsageRecord
+from inference import streams
 from inference.models import GenerationJob, JobStatus
 from inference.services import JobOutcome, job_claim, job_finish, job_submit
 from tests.factories import UserFactory
@@ -195,3 +199,115 @@ def test_replying_to_a_chat_carries_the_conversation_into_the_form(signed_in, ow
 @pytest.mark.parametrize("url", ["/account/", "/accounts/2fa/", "/accounts/sessions/", "/billing/", "/usage/"])
 def test_the_account_pages_render_for_a_signed_in_user(signed_in, url):
     assert signed_in.get(url).status_code == 200
+
+
+CHAT_FORM = {"model": "inkwell-tiny", "mode": "chat", "message": "And then?", "max_new_tokens": 5, "temperature": 0.7,
+             "top_p": 1, "top_k": 0, "repetition_penalty": 1}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("history", "says"),
+    [
+        ("5", "The conversation could not be read"),
+        ("{}", "The conversation could not be read"),
+        ("[1, 2]", "The conversation could not be read"),
+        ('[{"role": "wizard", "content": "x"}]', "The conversation could not be read"),
+        ("[" * 100_000, "The conversation could not be read"),
+        ('[{"role": "user", "content": "\\ud800"}]', "invalid Unicode (a lone surrogate)"),
+    ],
+    ids=["number", "object", "not-turns", "bad-role", "deep", "lone-surrogate"],
+)
+def test_a_conversation_that_cannot_be_read_is_a_form_error_not_a_server_error(signed_in, owner, history, says):
+    page = signed_in.post("/generate/", {**CHAT_FORM, "history": history})
+    as_json = signed_in.post("/generate/", {**CHAT_FORM, "history": history}, headers={"Accept": "application/json"})
+
+    assert page.status_code == 200
+    assert says in page.context["form"].non_field_errors()[0]
+    assert says in page.content.decode()
+    assert as_json.status_code == 400 and says in as_json.json()["errors"]["__all__"][0]["message"]
+    assert not GenerationJob.objects.filter(user=owner).exists()
+
+
+def test_a_readable_conversation_is_shown_again_when_the_form_has_an_error(signed_in):
+    history = '[{"role": "user", "content": "Tell me about rivers"}, {"role": "assistant", "content": "They flow."}]'
+
+    page = signed_in.post("/generate/", {**CHAT_FORM, "history": history, "max_new_tokens": 9_999})
+
+    assert [t["content"] for t in page.context["history_turns"]] == ["Tell me about rivers", "They flow."]
+
+
+@pytest.mark.parametrize("temperature", ["1e-45", "-0", "0.001"])
+def test_a_tiny_temperature_from_the_form_is_stored_as_greedy_zero(signed_in, owner, temperature):
+    signed_in.post(
+        "/generate/",
+        {"model": "inkwell-tiny", "mode": "prompt", "prompt": "Hello", "max_new_tokens": 5, "temperature": temperature,
+         "top_p": 1, "top_k": 0, "repetition_penalty": 1},
+    )  # fmt: skip
+
+    assert GenerationJob.objects.get(user=owner).temperature == 0.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("seed", "9" * 30), ("temperature", "nan"), ("top_k", "1e400"), ("max_new_tokens", "inf")]
+)
+def test_an_impossible_number_in_the_form_is_an_error_next_to_its_field(signed_in, owner, field, value):
+    form = {"model": "inkwell-tiny", "mode": "prompt", "prompt": "Hello", "max_new_tokens": 5, "temperature": 0.7,
+            "top_p": 1, "top_k": 0, "repetition_penalty": 1}  # fmt: skip
+
+    response = signed_in.post("/generate/", {**form, field: value})
+
+    assert response.status_code == 200 and field in response.context["form"].errors
+    assert not GenerationJob.objects.filter(user=owner).exists()
+
+
+def test_the_token_counter_refuses_more_than_a_job_may_hold(signed_in):
+    counted = signed_in.post("/generate/count/", {"model": "inkwell-tiny", "mode": "prompt", "prompt": "a" * 200_001})
+    chat = signed_in.post(
+        "/generate/count/",
+        {"model": "inkwell-tiny", "mode": "chat", "message": "b" * 100_000,
+         "history": json.dumps([{"role": "user", "content": "a" * 100_001}])},
+    )  # fmt: skip
+
+    assert counted.status_code == 413 and "over 200,000 characters" in counted.json()["error"]
+    assert chat.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "history", ["[" * 100_000, '[{"role": "user", "content": "\\ud800"}]', "5"], ids=["deep", "surrogate", "number"]
+)
+def test_the_token_counter_refuses_a_conversation_it_cannot_read(signed_in, history):
+    counted = signed_in.post(
+        "/generate/count/", {"model": "inkwell-tiny", "mode": "chat", "message": "Hi", "history": history}
+    )
+
+    assert counted.status_code == 400 and "conversation" in counted.json()["error"]
+
+
+def test_the_token_counter_is_rate_limited_per_user(signed_in, client, settings):
+    settings.TOKEN_COUNTS_PER_MINUTE = 3
+    body = {"model": "inkwell-tiny", "mode": "prompt", "prompt": "Hello there"}
+    answers = [signed_in.post("/generate/count/", body) for _ in range(4)]
+    other = Client()
+    other.force_login(UserFactory(email="counter@example.com"))
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert "Counting paused" in answers[-1].json()["error"] and 0 < answers[-1].json()["retry_after"] <= 60
+    assert other.post("/generate/count/", body).status_code == 200
+
+
+def test_the_token_counter_counts_without_redis(signed_in, monkeypatch, settings):
+    settings.TOKEN_COUNTS_PER_MINUTE = 1
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    monkeypatch.setattr(streams, "client", lambda: dead)
+
+    answers = [signed_in.post("/generate/count/", {"model": "inkwell-tiny", "prompt": "Hi"}) for _ in range(2)]
+
+    assert [a.status_code for a in answers] == [200, 200]
+
+
+def test_surrogate_bytes_in_a_form_field_arrive_as_the_replacement_character(signed_in, owner):
+    # A form field cannot carry a lone surrogate: its UTF-8 bytes are invalid and decode to U+FFFD.
+    body = "model=inkwell-tiny&mode=prompt&prompt=Hi%ED%A0%80&max_new_tokens=5&temperature=0&top_p=1&top_k=0"
+    signed_in.post("/generate/", body + "&repetition_penalty=1", content_type="application/x-www-form-urlencoded")
+
+    assert GenerationJob.objects.get(user=owner).prompt == "Hi\ufffd\ufffd\ufffd"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from billing.models import QuotaPeriod
@@ -58,8 +60,23 @@ def test_chat_messages_are_counted_through_the_chat_template(owner):
         ({"prompt": "Hi", "messages": [{"role": "user", "content": "x"}]}, "prompt", "not both"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "must be one of"),
         ({"messages": []}, "messages", "non-empty list"),
+        ({"prompt": "Hi", "max_new_tokens": 10**400}, "max_new_tokens", "got an integer of 1329 bits"),
+        ({"prompt": "Hi", "seed": 2**80}, "seed", "between 0 and 9223372036854775807; got an integer of 81 bits"),
+        ({"prompt": "Hi", "top_k": True}, "top_k", "must be an integer between 0 and 1000; got true/false"),
+        ({"prompt": "Hi", "temperature": "0.5"}, "temperature", "must be a number between 0 and 2; got a string"),
+        ({"prompt": "Hi", "temperature": float("-inf")}, "temperature", "between 0 and 2; got -inf"),
+        ({"prompt": "Hi", "top_p": -0.0}, "top_p", "between 0.01 and 1"),
+        ({"prompt": "Hi", "repetition_penalty": None}, "repetition_penalty", "a number between 0.5 and 2; got null"),
+        ({"prompt": "Hi", "model": ["inkwell-tiny"]}, "model", "model must be a string"),
+        ({"prompt": "Hi", "model": {"name": "inkwell-tiny"}}, "model", "model must be a string"),
+        ({"prompt": "Hi", "model": 5}, "model", "model must be a string"),
+        ({"prompt": "Hi", "model": "inkwell-\ud800"}, "model", "contains invalid Unicode (a lone surrogate)"),
+        ({"prompt": "Hi \ud800 there"}, "prompt", "contains invalid Unicode (a lone surrogate)"),
+        ({"messages": [{"role": "user", "content": "\udfff"}]}, "messages[0].content", "a lone surrogate"),
+        ({"prompt": "Hi", "stop": ["ok", "\udc00"]}, "stop", "contains invalid Unicode (a lone surrogate)"),
+        ({"messages": [{"role": "user", "content": "x" * 200_001}]}, "messages", "longer than 200,000 characters"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_refused_with_a_clear_error_and_spends_nothing(owner, fields, param, message):
     with pytest.raises(ApplicationError) as error:
         job_submit(user=owner, **fields)
@@ -67,6 +84,21 @@ def test_bad_input_is_refused_with_a_clear_error_and_spends_nothing(owner, field
     assert error.value.param == param
     assert message in error.value.message
     assert _nothing_spent(owner)
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 5e-324, 0.0099, -0.0, 0])
+def test_a_temperature_below_a_hundredth_means_greedy_and_is_stored_as_zero(owner, temperature):
+    job = job_submit(user=owner, prompt="Hi", max_new_tokens=5, temperature=temperature)
+
+    job.refresh_from_db()
+    assert job.temperature == 0.0 and math.copysign(1, job.temperature) == 1.0
+
+
+def test_a_temperature_of_a_hundredth_is_kept(owner):
+    job = job_submit(user=owner, prompt="Hi", max_new_tokens=5, temperature=0.01)
+
+    job.refresh_from_db()
+    assert job.temperature == 0.01
 
 
 def test_a_model_outside_the_plan_is_refused(owner, free_plan, settings):
