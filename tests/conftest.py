@@ -122,3 +122,21 @@ def web_server(django_db_setup, django_db_blocker, artifacts_dir, tmp_path_facto
         raise RuntimeError("the web server did not start:\n" + web.log()[-3000:]) from None
     yield WebServer(url, mail_dir, web)
     web.stop()
+
+
+@pytest.fixture
+def live_stripe(settings, monkeypatch):
+    """Billing against "Stripe" (a secret key set, the sandbox off), with a recording HTTP client
+    in place of Stripe's servers: ``live_stripe({(method, path prefix): response})`` returns it."""
+    from billing import stripe_client
+    from tests.billing import stripe_fakes as fake
+
+    settings.STRIPE_SECRET_KEY = "sk_test_inkwell"
+    settings.BILLING_SANDBOX = False
+
+    def install(responses):
+        recorder = fake.RecordingStripe(responses)
+        monkeypatch.setattr(stripe_client, "http_client", recorder)
+        return recorder
+
+    return install

@@ -18,7 +18,6 @@ from accounts.apikeys import api_key_create
 from accounts.audit import audit_record
 from accounts.models import AuditAction, AuditEvent, User
 from accounts.services import pseudonym
-from billing import stripe_client
 from billing.models import BillingCustomer, Subscription, WebhookEvent
 from billing.services import webhook_payloads_scrub_expired
 from inference import streams
@@ -39,19 +38,6 @@ def member(client, tiny_model_path):
     SubscriptionFactory(user=user, plan=pro, stripe_subscription_id="sub_1QfTestPro000001")
     client.force_login(user)
     return user
-
-
-@pytest.fixture
-def live_stripe(settings, monkeypatch):
-    settings.STRIPE_SECRET_KEY = "sk_test_inkwell"
-    settings.BILLING_SANDBOX = False
-
-    def install(responses):
-        recorder = fake.RecordingStripe(responses)
-        monkeypatch.setattr(stripe_client, "http_client", recorder)
-        return recorder
-
-    return install
 
 
 def _rows_holding(text: str) -> list[str]:

@@ -5,26 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from billing import stripe_client
 from billing.models import BillingCustomer, Plan, Subscription
 from billing.services import plan_stripe_sync, subscriptions_reconcile
 from tests.billing import stripe_fakes as fake
 from tests.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def live_stripe(settings, monkeypatch):
-    settings.STRIPE_SECRET_KEY = "sk_test_inkwell"
-    settings.BILLING_SANDBOX = False
-
-    def install(responses):
-        recorder = fake.RecordingStripe(responses)
-        monkeypatch.setattr(stripe_client, "http_client", recorder)
-        return recorder
-
-    return install
 
 
 def test_subscribing_creates_the_customer_once_and_a_checkout_session_for_the_plans_price(

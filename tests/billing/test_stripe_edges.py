@@ -11,7 +11,6 @@ import pytest
 from django.core.management import call_command
 
 from accounts.models import AuditAction, AuditEvent
-from billing import stripe_client
 from billing.models import Plan, Subscription, WebhookEvent
 from billing.selectors import entitlements_for
 from billing.services import plan_stripe_sync
@@ -21,19 +20,6 @@ from tests.factories import SubscriptionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 EMPTY = {"object": "list", "data": [], "has_more": False}
-
-
-@pytest.fixture
-def live_stripe(settings, monkeypatch):
-    settings.STRIPE_SECRET_KEY = "sk_test_inkwell"
-    settings.BILLING_SANDBOX = False
-
-    def install(responses):
-        recorder = fake.RecordingStripe(responses)
-        monkeypatch.setattr(stripe_client, "http_client", recorder)
-        return recorder
-
-    return install
 
 
 def _paths(stripe) -> list[tuple[str, str]]:

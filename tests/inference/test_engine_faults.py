@@ -13,13 +13,14 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Qwen3Config
+from transformers import Qwen3Config
 
-from inference.engine.registry import LoadedModel, ModelSpec
+from inference.engine.registry import LoadedModel
 from inference.engine.sampling import MIN_TEMPERATURE, RowSampler, choose_tokens
 from inference.engine.scheduler import ERROR_INVALID_NUMBERS, Engine, EngineError
 from inference.engine.tokenization import load_tokenizer
 from inference.engine.types import FinishReason, GenerationRequest, GenerationResult, SamplingParams
+from tests.inference.tiny_models import greedy_reference, tiny_model
 
 PROMPTS = [
     "The lighthouse keeper wrote a letter every evening.",
@@ -36,19 +37,7 @@ def loaded(tiny_model_path) -> LoadedModel:
     repeats one token, it writes varied tokens: a row that went wrong shows in its output, and a
     fault can be tied to a token that only one request writes."""
     tokenizer = load_tokenizer(str(tiny_model_path))
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    return LoadedModel(ModelSpec("qwen3", "built in the test"), model, tokenizer, torch.device("cpu"), "float32", 1024)
+    return tiny_model("qwen3", Qwen3Config, tokenizer, max_context=1024, head_dim=16)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +47,7 @@ def prompt_ids(loaded) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def expected(loaded, prompt_ids) -> list[list[int]]:
-    return [reference(loaded, ids, NEW_TOKENS) for ids in prompt_ids]
+    return [greedy_reference(loaded, ids, NEW_TOKENS) for ids in prompt_ids]
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +57,6 @@ def odd_token(loaded, prompt_ids, expected) -> int:
     candidates = [t for t in loaded.tokenizer(ODD_PROMPT).input_ids if t not in innocent]
     assert candidates, "ODD_PROMPT needs a token of its own"
     return candidates[0]
-
-
-def reference(loaded: LoadedModel, prompt_ids: list[int], new_tokens: int) -> list[int]:
-    """``generate``'s greedy tokens up to and including end-of-sequence (where the engine stops)."""
-    ids = torch.tensor([prompt_ids])
-    eos = sorted(loaded.eos_token_ids)
-    with torch.inference_mode():
-        out = loaded.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new_tokens,
-            do_sample=False,
-            eos_token_id=eos,
-            pad_token_id=eos[0],
-        )
-    tokens = out[0, len(prompt_ids) :].tolist()
-    ends = [i for i, token in enumerate(tokens) if token in loaded.eos_token_ids]
-    return tokens[: ends[0] + 1] if ends else tokens
 
 
 _request_numbers = itertools.count()
@@ -268,8 +239,8 @@ def test_a_prompt_that_turns_the_model_to_nan_fails_alone_when_it_joins_a_runnin
 def test_a_row_that_turns_nan_while_decoding_keeps_its_text_and_the_others_go_on(loaded) -> None:
     tokenizer = loaded.tokenizer
     long_ids, victim_ids, late_ids = (tokenizer(p).input_ids for p in (PROMPTS[1], PROMPTS[0], "Rain"))
-    long_want, late_want = reference(loaded, long_ids, 60), reference(loaded, late_ids, 10)
-    victim_want = reference(loaded, victim_ids, NEW_TOKENS)
+    long_want, late_want = greedy_reference(loaded, long_ids, 60), greedy_reference(loaded, late_ids, 10)
+    victim_want = greedy_reference(loaded, victim_ids, NEW_TOKENS)
     # The victim's prompt is clean; a token it writes itself poisons the step that reads it back.
     at = written_later(victim_ids, victim_want, set(long_ids + long_want + late_ids + late_want))
     poisoned = with_nan_embedding(loaded, victim_want[at])

@@ -9,9 +9,7 @@ import threading
 from dataclasses import dataclass
 
 import pytest
-import torch
 from transformers import (
-    AutoModelForCausalLM,
     GemmaConfig,
     LlamaConfig,
     MistralConfig,
@@ -21,10 +19,11 @@ from transformers import (
 )
 
 from inference.engine.demo import CORPUS
-from inference.engine.registry import LoadedModel, ModelSpec
+from inference.engine.registry import LoadedModel
 from inference.engine.scheduler import Engine
 from inference.engine.tokenization import load_tokenizer
 from inference.engine.types import FinishReason, GenerationRequest, SamplingParams
+from tests.inference.tiny_models import greedy_reference, tiny_model
 
 # What each architecture does differently from GPT-2 (learned positions, one fused attention
 # projection) is what these cover: rotary positions, grouped key/value heads, and more.
@@ -50,40 +49,7 @@ class Case:
 
 def build(name: str, tokenizer) -> LoadedModel:
     config_class, extra = ARCHITECTURES[name]
-    config = config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=MAX_CONTEXT,
-        **extra,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    return LoadedModel(
-        ModelSpec(name, "built in the test"), model, tokenizer, torch.device("cpu"), "float32", MAX_CONTEXT
-    )
-
-
-def reference(loaded: LoadedModel, prompt_ids: list[int], new_tokens: int) -> list[int]:
-    """``generate``'s greedy tokens, told the end-of-sequence ids the engine stops at (the model's
-    and the tokenizer's), up to and including the one that ends it."""
-    ids = torch.tensor([prompt_ids])
-    eos = sorted(loaded.eos_token_ids)
-    with torch.inference_mode():
-        out = loaded.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new_tokens,
-            do_sample=False,
-            eos_token_id=eos,
-            pad_token_id=eos[0],
-        )
-    tokens = out[0, len(prompt_ids) :].tolist()
-    ends = [i for i, token in enumerate(tokens) if token in eos]
-    return tokens[: ends[0] + 1] if ends else tokens
+    return tiny_model(name, config_class, tokenizer, max_context=MAX_CONTEXT, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +66,7 @@ def corpus_ids(tokenizer) -> list[int]:
 def case(request, tokenizer, corpus_ids) -> Case:
     loaded = build(request.param, tokenizer)
     jobs = [(corpus_ids[97 * i : 97 * i + length], new) for i, (length, new) in enumerate(JOBS)]
-    return Case(loaded, jobs, [reference(loaded, ids, new) for ids, new in jobs])
+    return Case(loaded, jobs, [greedy_reference(loaded, ids, new) for ids, new in jobs])
 
 
 def run_jobs(loaded: LoadedModel, jobs: list[tuple[list[int], int]], max_batch: int) -> list[GenerationRequest]:
@@ -147,9 +113,9 @@ def test_a_model_without_an_end_of_sequence_id_stops_at_its_tokenizers_and_repor
     assert loaded.model.config.eos_token_id is None
     eos = tokenizer.eos_token_id
     prompts = [corpus_ids[start : start + 38] for start in range(0, len(corpus_ids) - 38, 11)]
-    ending = next((ids for ids in prompts if reference(loaded, ids, 30)[-1:] == [eos]), None)
+    ending = next((ids for ids in prompts if greedy_reference(loaded, ids, 30)[-1:] == [eos]), None)
     assert ending is not None, "some prompt must make this model write end-of-sequence"
-    want = reference(loaded, ending, 30)
+    want = greedy_reference(loaded, ending, 30)
     engine = Engine(loaded, max_batch=1).start()
     try:
         result = engine.submit(GenerationRequest("eos", ending, SamplingParams(max_new_tokens=30, temperature=0))).wait(
