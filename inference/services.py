@@ -508,12 +508,17 @@ def jobs_sweep() -> SweepReport:
             if requeued:
                 transaction.on_commit(lambda job=job: job_enqueue(job_id=job.pk, queue=job.queue), robust=True)
                 report.requeued.append(str(job.pk))
-    _resend_lost(report, now)
+    # A worker that died held the messages it had taken but not started: the broker gives them back
+    # only after its visibility timeout (half an hour), so every queued job is sent again now (a
+    # duplicate does nothing). Its row goes once that is done.
+    dead = list(Worker.objects.filter(last_heartbeat_at__lt=stale_after).values_list("pk", flat=True))
+    if _resend_lost(report, now, worker_died=bool(dead)):
+        Worker.objects.filter(pk__in=dead).delete()
     Worker.objects.filter(last_heartbeat_at__lt=now - timedelta(days=1)).delete()
     return report
 
 
-def _resend_lost(report: SweepReport, now) -> None:
+def _resend_lost(report: SweepReport, now, *, worker_died: bool = False) -> bool:
     """Send again the queued jobs whose message the broker may have lost: never sent (the broker
     was down at submit), sent to a broker that has since restarted empty, or simply waiting too
     long. A duplicate message is harmless (the claim is conditional). With the broker down there
@@ -521,12 +526,13 @@ def _resend_lost(report: SweepReport, now) -> None:
     epoch = broker_epoch()
     if epoch is None:
         report.broker_down = True
-        return
-    lost = GenerationJob.objects.filter(status=JobStatus.QUEUED).filter(
-        Q(enqueued_at__isnull=True)  # its send failed (the submit stamps the row at insert)
-        | Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS))
-        | Q(enqueued_at__lt=epoch)
-    )
+        return False
+    lost = Q(enqueued_at__isnull=True)  # its send failed (the submit stamps the row at insert)
+    lost |= Q(enqueued_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS))
+    lost |= Q(enqueued_at__lt=epoch)
+    if worker_died:
+        lost |= Q(enqueued_at__lt=now)
+    lost = GenerationJob.objects.filter(status=JobStatus.QUEUED).filter(lost)
     for job in lost.only("pk", "queue"):
         # Stamped after the epoch was read, so the next sweep does not take it for lost again.
         GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(enqueued_at=timezone.now())
@@ -535,8 +541,9 @@ def _resend_lost(report: SweepReport, now) -> None:
         except Exception:  # the broker went away mid-sweep; job_enqueue cleared the mark
             logger.warning("could not resend job %s; the next sweep tries again", job.pk, exc_info=True)
             report.broker_down = True
-            return
+            return False
         report.resent.append(str(job.pk))
+    return True
 
 
 def job_delete(*, job: GenerationJob) -> GenerationJob:

@@ -15,13 +15,29 @@ logger = logging.getLogger(__name__)
 FINISH_RETRIES = 5
 
 
+CLAIM_RETRY_SECONDS = (1, 2, 4, 8, 15, 30)
+
+
+def _claim(job_id: str):
+    """Claim the job, waiting out a database that blinks (a restart takes seconds): a claim that
+    fails for good acknowledges the message with the job still queued, and only the sweeper's
+    slow resend would then run it."""
+    for pause in CLAIM_RETRY_SECONDS:
+        try:
+            return services.job_claim(job_id=job_id, worker=worker_name())
+        except OperationalError:
+            logger.warning("claiming job %s failed; trying again in %d s", job_id, pause, exc_info=True)
+            time.sleep(pause)
+    return services.job_claim(job_id=job_id, worker=worker_name())
+
+
 @shared_task(name="inference.run_generation", ignore_result=True, acks_late=True)
 def run_generation(job_id: str) -> None:
     """Claim the job (a duplicate or late delivery claims nothing and stops here), run it on this
     process's engine, record how it ended."""
     from inference import runtime
 
-    job = services.job_claim(job_id=job_id, worker=worker_name())
+    job = _claim(job_id)
     if job is None:
         return
     try:

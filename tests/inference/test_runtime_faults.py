@@ -240,3 +240,48 @@ def test_a_job_on_a_dead_engine_ends_at_once_with_what_it_delivered(subscriber, 
     job.refresh_from_db()
     assert (job.status, job.finish_reason, job.output_text) == (JobStatus.FAILED, FinishReason.ERROR, "Half")
     assert job.tokens_charged > job.prompt_tokens
+
+
+def test_queued_jobs_whose_messages_a_dead_worker_took_are_sent_again_at_once(subscriber, settings):
+    settings.WORKER_STALE_SECONDS = 1
+    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=20, temperature=0)
+    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    jobs_sweep()  # the first look at this broker marks it
+    assert jobs_sweep().resent == []
+    # A worker took the message (the broker holds it as unacknowledged until its visibility
+    # timeout) and was SIGKILLed before claiming the job.
+    client.delete(job.queue)
+    worker_heartbeat(name="killed@host/9", hostname="host", pid=9, queues=[job.queue])
+    Worker.objects.filter(name="killed@host/9").update(last_heartbeat_at=timezone.now() - timedelta(minutes=1))
+
+    report = jobs_sweep()
+
+    assert report.resent == [str(job.pk)]
+    assert client.llen(job.queue) == 1
+    assert not Worker.objects.filter(name="killed@host/9").exists()
+    assert jobs_sweep().resent == []  # once
+
+
+def test_a_claim_waits_out_a_database_that_blinks(subscriber, engine_slot, monkeypatch):
+    from django.db import OperationalError
+
+    from inference import services, tasks
+
+    engine_slot(ScriptedEngine(["Still", " here"]))
+    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    real_claim = services.job_claim
+    failures = iter([OperationalError("the database is restarting")] * 2)
+
+    def blinking_claim(**kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_claim(**kwargs)
+
+    monkeypatch.setattr(services, "job_claim", blinking_claim)
+    monkeypatch.setattr(tasks, "CLAIM_RETRY_SECONDS", (0.01, 0.01, 0.01))
+
+    assert run_in_thread(job.id, timeout=30)
+
+    job.refresh_from_db()
+    assert (job.status, job.output_text) == (JobStatus.SUCCEEDED, "Still here")
