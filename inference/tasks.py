@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import OperationalError, connection
 
 from inference import services
 from inference.models import FinishReason
@@ -18,6 +19,13 @@ FINISH_RETRIES = 5
 CLAIM_RETRY_SECONDS = (1, 2, 4, 8, 15, 30)
 
 
+def _drop_connection() -> None:
+    """After a database error this thread's connection may be dead (a restarted server): close it,
+    so the next try takes a fresh one instead of failing on the same broken socket."""
+    with contextlib.suppress(Exception):  # closing a dead connection may fail too; the next query reconnects
+        connection.close()
+
+
 def _claim(job_id: str):
     """Claim the job, waiting out a database that blinks (a restart takes seconds): a claim that
     fails for good acknowledges the message with the job still queued, and only the sweeper's
@@ -27,6 +35,7 @@ def _claim(job_id: str):
             return services.job_claim(job_id=job_id, worker=worker_name())
         except OperationalError:
             logger.warning("claiming job %s failed; trying again in %d s", job_id, pause, exc_info=True)
+            _drop_connection()
             time.sleep(pause)
     return services.job_claim(job_id=job_id, worker=worker_name())
 
@@ -59,6 +68,7 @@ def run_generation(job_id: str) -> None:
             return
         except OperationalError:
             logger.warning("recording job %s failed (attempt %d)", job_id, attempt + 1, exc_info=True)
+            _drop_connection()
             time.sleep(2**attempt)
         except Exception:
             # Not transient (the text itself was refused): record the end without the text, so the
