@@ -10,12 +10,14 @@ temporary folder, a redis-server, one uvicorn web process, two Celery workers an
 maintenance process (the sweeper), on free ports; the machine's own PostgreSQL and Redis are
 never touched. The run ends by itself within its time bound, stops everything it started and
 removes its folder (also on Ctrl-C or failure), prints a table, and exits non-zero if a check
-failed. Process logs stay in test-artifacts/chaos/bench/.
+failed. Process logs stay in test-artifacts/chaos/bench/run-*/ (the last five runs).
 
-Scenarios (default; --quick: a 100-job burst, one Redis restart, one kill, no PostgreSQL
-restart and no soak):
+Scenarios (default; --quick: a 100-job burst, one Redis restart (free slots), one kill, no
+PostgreSQL restart and no soak):
   1. burst of --jobs (1000) jobs from 8 client processes over three plans (gen.high/normal/low)
-  2. Redis SIGKILLed and restarted empty mid-load (with a queue it forgets); PostgreSQL stopped
+  2. Redis SIGKILLed and restarted empty mid-load, once while the workers have free slots (they
+     wait on the broker) and once with a queue backlogged (which the empty Redis forgets; the
+     sweeper must send it again); PostgreSQL stopped
      with `pg_ctl stop -m fast` and started again 3 s later mid-load: the web and worker
      processes must recover without a restart (one that exits is replaced, as a supervisor
      would, and the check fails); clients retry 5xx and connection errors with their
@@ -95,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def time_bound(args: argparse.Namespace) -> float:
     """The whole run's bound in seconds: set-up, each scenario with room to drain, the soak."""
     seconds = 240 + 180 + args.jobs * 0.6  # set-up; the burst
-    seconds += 300  # the Redis restart
+    seconds += 300 if args.quick else 600  # the Redis restarts
     seconds += 0 if args.quick else 300  # the PostgreSQL restart
     seconds += 360  # the kill (requeue limit 2 min, then the backlog drains)
     seconds += args.soak_minutes * 60 + 300 if args.soak_minutes else 0
@@ -105,14 +107,44 @@ def time_bound(args: argparse.Namespace) -> float:
 def scenarios(args: argparse.Namespace, stack: Stack, deadline: Deadline) -> list[tuple[str, Callable[[], Verdict]]]:
     burst = Load(args.jobs, args.processes)
     # Long jobs submitted faster than two workers run them: at the fault there are submits in
-    # flight, a queue (which an empty Redis has forgotten) and running batches.
-    restart = Load(150 if args.quick else 400, args.processes, tokens=(192, 256))
+    # flight, a queue (which an empty Redis has forgotten) and full batches.
+    backlogged = Load(400, args.processes, tokens=(192, 256))
+    # Long jobs at a pace the workers keep up with: at the fault they hold running jobs and wait
+    # on the broker for more.
+    free_slots = Load(
+        100 if args.quick else 200, args.processes, over_seconds=10 if args.quick else 20, tokens=(64, 256)
+    )
     # Long jobs on gen.low only, faster submitted than run: a backlog builds up behind the batch.
     backlog = Load(150 if args.quick else 400, args.processes, tokens=(192, 256), queues=("gen.low",))
     steps = [
         ("burst", lambda: scenario_burst(stack, burst, deadline=deadline)),
-        ("redis restart", lambda: scenario_restart(stack, restart, service="redis", tag="redis", deadline=deadline)),
+        (
+            "redis restart, free slots",
+            lambda: scenario_restart(
+                stack,
+                free_slots,
+                service="redis",
+                tag="redis-idle",
+                deadline=deadline,
+                fault_when_queued=10**6,
+                label="mid-load, workers with free slots",
+            ),
+        ),
     ]
+    if not args.quick:
+        steps.append(
+            (
+                "redis restart, backlog",
+                lambda: scenario_restart(
+                    stack,
+                    backlogged,
+                    service="redis",
+                    tag="redis",
+                    deadline=deadline,
+                    label="mid-load, queue backlogged",
+                ),
+            )
+        )
     if not args.quick:
         # Short and long jobs at a steady pace, so workers have free slots and claim jobs at the
         # moment the database goes away, while others finish theirs.
@@ -142,9 +174,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     bound = time_bound(args)
     deadline = Deadline(bound)
-    log(f"time bound {bound / 60:.0f} min; logs in test-artifacts/chaos/bench/")
     verdicts: list[Verdict] = []
     stack = Stack(StackConfig(workers=2, concurrency=args.concurrency, users_per_plan=3))
+    log(f"time bound {bound / 60:.0f} min; logs in {stack.log_dir.relative_to(ROOT)}/")
     failed_to_run = ""
     try:
         log("starting a private PostgreSQL, Redis, web server, 2 workers and the sweeper")
@@ -180,8 +212,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    # Explicitly, also for SIGINT: a shell starts background jobs with SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     sys.exit(run(parse_args()))
 
 

@@ -16,7 +16,7 @@ def _fresh_rate_limits():
 def stack():
     """A private Inkwell: its own PostgreSQL cluster and Redis on free loopback ports, a uvicorn
     web process, two Celery workers and the maintenance process (the sweeper every 5 s, a
-    worker stale after 4 s). Logs in test-artifacts/chaos/tests/."""
+    worker stale after 4 s). Logs in test-artifacts/chaos/tests/run-*/."""
     why = missing_services()
     if why:
         pytest.skip(why)

@@ -338,6 +338,18 @@ class PrivateRedis:
             self.proc.stop(grace=5)
 
 
+def _run_log_dir(parent: Path, keep: int = 5) -> Path:
+    """A fresh folder for this run's logs (runs side by side do not mix theirs); only the
+    newest ``keep`` runs' folders are kept."""
+    parent.mkdir(parents=True, exist_ok=True)
+    runs = sorted((p for p in parent.iterdir() if p.is_dir() and p.name.startswith("run-")), key=lambda p: p.name)
+    for old in runs[: max(0, len(runs) - keep + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    folder = parent / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    folder.mkdir()
+    return folder
+
+
 # --- the stack ------------------------------------------------------------------------------------------
 
 
@@ -349,7 +361,7 @@ class StackConfig:
     heartbeat_seconds: int = 1
     stale_seconds: int = 4
     sweep_interval_seconds: int = 5
-    log_dir: Path = ARTIFACTS / "bench"
+    log_dir: Path = ARTIFACTS / "bench"  # each run logs into a folder of its own under this one
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -359,10 +371,7 @@ class Stack:
 
     def __init__(self, config: StackConfig | None = None):
         self.config = config or StackConfig()
-        self.log_dir = self.config.log_dir
-        if self.log_dir.exists():
-            shutil.rmtree(self.log_dir, ignore_errors=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = _run_log_dir(self.config.log_dir)
         # Not under pytest's tmp_path: its folders are private to root, and PostgreSQL runs as
         # the postgres user, who must reach its data directory.
         self.workdir = Path(tempfile.mkdtemp(prefix="inkwell-chaos-"))
@@ -691,6 +700,10 @@ class ClientReport:
     seconds: float = 0.0
 
 
+def _client_process(task: tuple, results) -> None:
+    results.put(client_run(task))
+
+
 class Clients:
     """``processes`` client processes submitting ``specs`` through the REST API; with
     ``over_seconds`` the submits are spread evenly over that long, otherwise sent at once."""
@@ -701,24 +714,37 @@ class Clients:
         self.give_up_after = give_up_after
         interval = over_seconds * processes / len(specs) if over_seconds and specs else 0.0
         give_up_at = time.time() + give_up_after
-        chunks = [(base_url, specs[i::processes], interval, give_up_at) for i in range(processes)]
-        # spawn, not fork: the harness may hold threads and sockets a forked child must not share.
-        self.pool = multiprocessing.get_context("spawn").Pool(processes)
-        self.result = self.pool.map_async(client_run, chunks)
-
-    def done(self) -> bool:
-        return self.result.ready()
+        # spawn, not fork: the harness holds threads and sockets a forked child must not share.
+        # Plain processes, not a Pool: a Pool's terminate() can block on its queue's lock.
+        context = multiprocessing.get_context("spawn")
+        self.results = context.Queue()
+        self.processes = [
+            context.Process(
+                target=_client_process, args=((base_url, specs[i::processes], interval, give_up_at), self.results),
+                daemon=True,
+            )
+            for i in range(processes)
+        ]  # fmt: skip
+        for process in self.processes:
+            process.start()
 
     def wait(self, timeout: float, *, tick: Callable[[], None] = lambda: None) -> ClientReport:
         """The clients' merged report; ``tick()`` is called every second meanwhile."""
+        import queue
+
         end = time.monotonic() + timeout
+        parts: list[dict] = []
         try:
-            while not self.result.ready():
+            while len(parts) < len(self.processes):
                 if time.monotonic() > end:
                     raise OutOfTime(f"the clients did not finish within {timeout:.0f}s")
                 tick()
-                self.result.wait(1.0)
-            parts = self.result.get()
+                try:
+                    parts.append(self.results.get(timeout=1.0))
+                except queue.Empty:
+                    crashed = [p for p in self.processes if p.exitcode not in (None, 0)]
+                    if crashed:
+                        raise HarnessError(f"a client process exited with code {crashed[0].exitcode}") from None
         finally:
             self.close()
         report = ClientReport(submitted=self.submitted)
@@ -732,8 +758,11 @@ class Clients:
         return report
 
     def close(self) -> None:
-        self.pool.terminate()
-        self.pool.join()
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=5)
+        self.results.close()
 
 
 # --- checks ----------------------------------------------------------------------------------------------
@@ -1038,12 +1067,12 @@ def _workers_claiming_since(stack: Stack, since: float) -> set[str]:
 
 def scenario_restart(stack: Stack, load: Load, *, service: str, tag: str, deadline: Deadline,
                      down_seconds: float = 5.0, fault_when_queued: int = 20, drain_timeout: float = 180,
-                     seed: int = 2) -> Verdict:  # fmt: skip
+                     seed: int = 2, label: str = "mid-load") -> Verdict:  # fmt: skip
     """Restart ``service`` ("redis" or "postgres") while jobs are being submitted and run; the
     web and worker processes are left alone and must recover by themselves."""
     if service not in ("redis", "postgres"):
         raise ValueError(service)
-    verdict = Verdict(f"{service} restart mid-load ({down_seconds:g}s down)")
+    verdict = Verdict(f"{service} restart {label} ({down_seconds:g}s down)")
     exits_before = len(stack.unexpected_exits)
     clients = _submit(stack, load, tag=tag, seed=seed, give_up_after=deadline.cap(600))
 
