@@ -15,6 +15,8 @@ import os
 from celery import Celery
 from kombu import Exchange, Queue
 
+from saas.broker_transport import TRANSPORT
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings")
 
 GENERATION_QUEUES = ("gen.high", "gen.normal", "gen.low")
@@ -27,8 +29,10 @@ app = Celery("saas")
 def _config() -> dict:
     from django.conf import settings
 
+    redis_broker = settings.CELERY_BROKER_URL.split("://", 1)[0] in ("redis", "rediss")
     return dict(
         broker_url=settings.CELERY_BROKER_URL,
+        broker_transport=TRANSPORT if redis_broker else None,
         result_backend=settings.CELERY_RESULT_BACKEND,
         task_serializer="json",
         result_serializer="json",

@@ -61,11 +61,6 @@ def test_a_redis_restart_with_a_queue_backlogged_loses_no_job_and_charges_none_t
     assert verdict.accepted == 80
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: kombu acks a finished job's message on the channel the lost connection closed, raises "
-    "AttributeError and the worker exits (its jobs are taken back and charged once; a supervisor restarts it)",
-)
 def test_workers_holding_jobs_and_waiting_on_the_broker_live_through_a_redis_restart(stack):
     # Jobs at a pace the workers keep up with: when Redis dies they hold running jobs and wait
     # on the broker for more. They must reconnect by themselves, not exit.
