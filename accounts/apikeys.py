@@ -16,9 +16,10 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
-from accounts.models import ApiKey, ApiKeyScope, AuditAction
-from saas.errors import ApplicationError
+from accounts.models import ApiKey, ApiKeyScope
+from core.audit import audit_record
+from core.errors import ApplicationError
+from core.models import AuditAction
 
 ALPHABET = string.digits + string.ascii_letters
 PREFIX = "ink_"

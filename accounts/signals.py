@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
-from accounts.audit import audit_record
-from accounts.models import AuditAction
+from core.audit import audit_record
+from core.models import AuditAction
 
 
 @receiver(user_logged_in)

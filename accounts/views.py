@@ -2,16 +2,12 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 
 from accounts.apikeys import api_key_create, api_key_revoke
-from accounts.forms import ApiKeyForm, DeleteAccountForm, ProfileForm
-from accounts.models import SECURITY_ACTIONS
-from accounts.services import account_delete
-from billing.selectors import entitlements_for
-from saas.errors import ApplicationError
+from accounts.forms import ApiKeyForm, ProfileForm
+from core.models import SECURITY_ACTIONS
 
 
 @login_required
@@ -23,23 +19,6 @@ def profile(request):
         return redirect("account_profile")
     events = request.user.audit_events.filter(action__in=SECURITY_ACTIONS)[:20]
     return render(request, "accounts/profile.html", {"form": form, "security_events": events})
-
-
-@login_required
-def delete_account(request):
-    form = DeleteAccountForm(request.POST or None, user=request.user)
-    if request.method == "POST" and form.is_valid():
-        user = request.user
-        try:
-            account_delete(user=user)
-        except ApplicationError as error:
-            # Nothing was deleted: the user stays signed in and can try again.
-            messages.error(request, f"Your account was not deleted. {error.message}")
-            return render(request, "accounts/delete.html", {"form": form}, status=error.status_code)
-        logout(request)
-        messages.success(request, "Your account and its data were deleted, and your subscription was cancelled.")
-        return redirect("home")
-    return render(request, "accounts/delete.html", {"form": form})
 
 
 @login_required
@@ -65,7 +44,6 @@ def api_keys(request):
             "form": form,
             "created": created,
             "keys": request.user.api_keys.all(),
-            "entitlements": entitlements_for(request.user),
             "base_url": base_url,
             "example_model": next(iter(settings.INFERENCE_MODELS)),
         },

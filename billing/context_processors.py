@@ -18,6 +18,7 @@ def billing(request) -> dict:
     quota = quota_snapshot(user, entitlements=entitlements)
     context["quota"] = {
         "plan": entitlements.plan,
+        "api_access": entitlements.api_access,
         "allowance": quota.allowance,
         "used": quota.used,
         "reserved": quota.reserved,

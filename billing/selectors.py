@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import Plan, QuotaPeriod, Subscription, SubscriptionStatus
-from saas.errors import ApplicationError
+from core.errors import ApplicationError
 
 # Statuses in which a subscription's plan applies (past_due too, for a grace period).
 ENTITLED_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)

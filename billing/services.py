@@ -28,7 +28,9 @@ from billing.models import (
     WebhookStatus,
 )
 from billing.selectors import Entitlements, entitlements_for
-from saas.errors import ApplicationError, Conflict, QuotaExceeded
+from core.audit import audit_record
+from core.errors import ApplicationError, Conflict, QuotaExceeded
+from core.models import AuditAction
 
 logger = logging.getLogger(__name__)
 stripe_errors = stripe_library.StripeError
@@ -350,6 +352,14 @@ def webhook_payloads_scrub(*, customer_id: str | None = None, older_than: dateti
     return scrubbed
 
 
+def billing_personal_data_erase(*, user) -> int:
+    """Erase the personal data of ``user`` from stored Stripe events (account deletion)."""
+    customer = BillingCustomer.objects.filter(user=user).first()
+    if customer is None:
+        return 0
+    return webhook_payloads_scrub(customer_id=customer.stripe_customer_id)
+
+
 def webhook_payloads_scrub_expired() -> int:
     cutoff = timezone.now() - timedelta(days=settings.BILLING_EVENT_RETENTION_DAYS)
     return webhook_payloads_scrub(older_than=cutoff)
@@ -447,8 +457,6 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime, dry_run: bo
         local = _duplicate_cancel(local=local, stripe_subscription=obj, call_stripe=not dry_run)
         status = local.status
     if before != (plan.pk, status):
-        from accounts.audit import audit_record
-        from accounts.models import AuditAction
 
         audit_record(action=AuditAction.PLAN_CHANGED, user=user, plan=plan.slug, status=status, subscription=obj["id"])
     # No tokens here: a subscription's state says nothing of payment (a renewal is "active" an hour
@@ -469,8 +477,6 @@ def _older_live_subscription(local: Subscription) -> Subscription | None:
 def _duplicate_cancel(*, local: Subscription, stripe_subscription: dict, call_stripe: bool = True) -> Subscription:
     """A second live subscription of one customer (two tabs, a retried Checkout): cancel the newer
     one at once, refund its unused time, and tell staff through the audit log."""
-    from accounts.audit import audit_record
-    from accounts.models import AuditAction
 
     kept = _older_live_subscription(local)
     refunded = _cancel_with_refund(stripe_subscription) if call_stripe and not settings.BILLING_SANDBOX else 0
@@ -651,16 +657,12 @@ def _webhook_failure_record(*, event: dict, created_at: datetime, error: str) ->
         record, created = _webhook_event_row(event=event, created_at=created_at, error=error)
         if not created and record.status == WebhookStatus.FAILED:
             WebhookEvent.objects.filter(pk=record.pk).update(error=error, attempts=F("attempts") + 1)
-        from accounts.audit import audit_record
-        from accounts.models import AuditAction
 
         audit_record(action=AuditAction.WEBHOOK_FAILED, event=event["id"], type=event["type"], error=error[:500])
 
 
 def webhook_event_replay(*, event: WebhookEvent, actor=None) -> WebhookEvent:
     """Apply a stored, failed event again (from the admin): once, like any delivery."""
-    from accounts.audit import audit_record
-    from accounts.models import AuditAction
 
     record = webhook_event_apply(event=event.payload)
     audit_record(action=AuditAction.WEBHOOK_REPLAYED, actor=actor, event=event.stripe_event_id, status=record.status)
@@ -821,8 +823,6 @@ def plan_stripe_sync(*, plan: Plan) -> Plan:
 
 def quota_top_up(*, user, tokens: int, reason: str, granted_by=None) -> QuotaTopUp:
     """Raise the user's current allowance by ``tokens``, once, with a reason, in the audit log."""
-    from accounts.audit import audit_record
-    from accounts.models import AuditAction
 
     if tokens <= 0:
         raise ApplicationError("A top-up must add at least one token.", param="tokens")
@@ -841,8 +841,6 @@ def quota_top_up(*, user, tokens: int, reason: str, granted_by=None) -> QuotaTop
 
 def plan_comp(*, user, plan: Plan, days: int, granted_by=None) -> Subscription:
     """Give ``plan`` for ``days`` without Stripe (partners, support): a subscription marked comp."""
-    from accounts.audit import audit_record
-    from accounts.models import AuditAction
 
     if days <= 0:
         raise ApplicationError("Comp a plan for at least one day.", param="days")

@@ -15,7 +15,6 @@ urlpatterns = [
     path("billing/status/", views.billing_status, name="status"),
     path("billing/portal/", views.portal, name="portal"),
     path("billing/webhook/", views.webhook, name="webhook"),
-    path("staff/business/", views.business, name="business"),
     path("billing/sandbox/checkout/<str:token>/", views.sandbox_checkout, name="sandbox-checkout"),
     path("billing/sandbox/portal/<str:token>/", views.sandbox_portal, name="sandbox-portal"),
 ]

@@ -13,14 +13,11 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.models import AuditEvent
 from billing import sandbox, services
-from billing.business import business_numbers
 from billing.models import Plan, Subscription
 from billing.selectors import entitlements_for, public_plans, quota_snapshot, subscription_latest
 from billing.tasks import sandbox_deliver
-from saas.charts import bar_chart
-from saas.errors import ApplicationError, Conflict
+from core.errors import ApplicationError, Conflict
 
 logger = logging.getLogger(__name__)
 
@@ -181,33 +178,4 @@ def sandbox_portal(request, token: str):
         request,
         "billing/sandbox_portal.html",
         {"subscription": subscription, "plans": plans.values(), "actions": sandbox.PORTAL_ACTIONS},
-    )
-
-
-def staff_only(view):
-    """Staff pages are a 404 for everyone else: their existence is not advertised."""
-
-    def wrapped(request, *args, **kwargs):
-        if not (request.user.is_authenticated and request.user.is_staff):
-            raise Http404
-        return view(request, *args, **kwargs)
-
-    return wrapped
-
-
-@staff_only
-def business(request):
-    numbers = business_numbers()
-    return render(
-        request,
-        "billing/business.html",
-        {
-            "n": numbers,
-            "tokens_chart": bar_chart(numbers["tokens_per_day"], []),
-            "jobs_chart": bar_chart(numbers["jobs_per_day"], []),
-            "audit": AuditEvent.objects.select_related("actor").filter(
-                **({"email__icontains": request.GET["q"]} if request.GET.get("q") else {})
-            )[:50],
-            "query": request.GET.get("q", ""),
-        },
     )

@@ -15,7 +15,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, parsers
 from rest_framework.response import Response
 
-from saas.errors import ApplicationError
+from core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 

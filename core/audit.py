@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from accounts.models import AuditEvent
+from django.db.models import Q
+
+from core.models import AuditEvent
 
 
 def client_ip(request) -> str | None:
@@ -21,3 +23,9 @@ def audit_record(*, action: str, user=None, actor=None, request=None, email: str
         user_agent=(request.META.get("HTTP_USER_AGENT", "")[:300] if request is not None else ""),
         detail=detail,
     )
+
+
+def audit_email_replace(*, user, email: str, replacement: str) -> int:
+    """Put ``replacement`` where the audit log names ``user`` or ``email`` (an account being
+    deleted keeps its trail under a pseudonym). Returns how many events changed."""
+    return AuditEvent.objects.filter(Q(user=user) | Q(email__iexact=email)).update(email=replacement)

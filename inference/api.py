@@ -16,11 +16,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.selectors import entitlements_for, quota_snapshot
+from core.api import JSONParser
+from core.errors import ApplicationError
 from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import job_history, jobs_of, usage_by_day
 from inference.services import job_cancel, job_submit, rate_limit_status
-from saas.api import JSONParser
-from saas.errors import ApplicationError
 
 
 def request_entitlements(user):
@@ -41,7 +41,7 @@ def api_headers(user) -> dict[str, str]:
 
 
 class InkwellAPIView(APIView):
-    # Bodies are JSON only, read by saas.api.parse_json: bounded nesting, no NaN, no lone
+    # Bodies are JSON only, read by core.api.parse_json: bounded nesting, no NaN, no lone
     # surrogates, a clear 400 for anything else.
     parser_classes = [JSONParser]
 

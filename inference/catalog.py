@@ -10,8 +10,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from core.errors import ApplicationError
 from inference.engine.tokenization import TokenizerCache
-from saas.errors import ApplicationError
 
 _tokenizers = TokenizerCache()
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from django import forms
 
+from core.api import parse_json
+from core.errors import ApplicationError
 from inference.services import CHAT_ROLES, MAX_SEED
-from saas.api import parse_json
-from saas.errors import ApplicationError
 
 UNREADABLE_CONVERSATION = "The conversation could not be read; start a new one."
 

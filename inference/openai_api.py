@@ -14,9 +14,12 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.authentication import KeyScopeAllows, api_user, key_from_header, refuse_key_in_url
+from accounts.authentication import KeyScopeAllows, key_from_header, refuse_key_in_url
 from accounts.models import ApiKeyScope
+from billing.permissions import api_user
 from billing.selectors import entitlements_for
+from core.api import body_too_large, error_body, parse_json
+from core.errors import ApplicationError
 from inference.api import api_headers
 from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import job_of_async
@@ -30,8 +33,6 @@ from inference.views import (
     job_events,
     too_many_streams,
 )
-from saas.api import body_too_large, error_body, parse_json
-from saas.errors import ApplicationError
 
 COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "n", "user"}
 # Inkwell's own sampling controls, accepted as extensions.

@@ -21,6 +21,11 @@ def jobs_of(user) -> QuerySet[GenerationJob]:
     return GenerationJob.objects.filter(user=user, deleted_at__isnull=True)
 
 
+def job_ids_of(user) -> list[str]:
+    """The ids of every job of ``user``, deleted ones included (account deletion)."""
+    return [str(pk) for pk in GenerationJob.objects.filter(user=user).values_list("pk", flat=True)]
+
+
 def job_history(user, *, query: str = "", status: str = "", model: str = "") -> QuerySet[GenerationJob]:
     jobs = jobs_of(user).order_by("-created_at")
     if query:

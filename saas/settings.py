@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "allauth.usersessions",
     "saas",
+    "staff",
+    "core",
     "accounts",
     "billing",
     "inference",
@@ -325,10 +327,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
+        "billing.permissions.PlanAllowsApi",
         "accounts.authentication.KeyScopeAllows",
-        "accounts.authentication.PlanAllowsApi",
     ],
-    "EXCEPTION_HANDLER": "saas.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
 }

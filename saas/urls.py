@@ -13,10 +13,12 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("privacy/", views.privacy, name="privacy"),
+    path("account/delete/", views.delete_account, name="account_delete"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("", include("inference.urls")),
     path("", include("billing.urls")),
+    path("", include("staff.urls")),
     path("", include("inference.api_urls")),
     path("admin/", admin.site.urls),
 ]

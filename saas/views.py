@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
-from saas.api import error_body
+from accounts.forms import DeleteAccountForm
+from billing.selectors import public_plans
+from core.api import error_body
+from core.errors import ApplicationError
+from saas.flows import account_delete
 
 
 def home(request):
@@ -11,9 +18,24 @@ def home(request):
 
 
 def privacy(request):
-    from billing.selectors import public_plans
-
     return render(request, "privacy.html", {"plans": public_plans()})
+
+
+@login_required
+def delete_account(request):
+    form = DeleteAccountForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        user = request.user
+        try:
+            account_delete(user=user)
+        except ApplicationError as error:
+            # Nothing was deleted: the user stays signed in and can try again.
+            messages.error(request, f"Your account was not deleted. {error.message}")
+            return render(request, "accounts/delete.html", {"form": form}, status=error.status_code)
+        logout(request)
+        messages.success(request, "Your account and its data were deleted, and your subscription was cancelled.")
+        return redirect("home")
+    return render(request, "accounts/delete.html", {"form": form})
 
 
 API_PREFIXES = ("/api/", "/v1/")

@@ -15,11 +15,12 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from accounts.apikeys import api_key_create
-from accounts.audit import audit_record
-from accounts.models import AuditAction, AuditEvent, User
+from accounts.models import User
 from accounts.services import pseudonym
 from billing.models import BillingCustomer, Subscription, WebhookEvent
 from billing.services import webhook_payloads_scrub_expired
+from core.audit import audit_record
+from core.models import AuditAction, AuditEvent
 from inference import streams
 from inference.services import job_submit
 from tests.billing import stripe_fakes as fake

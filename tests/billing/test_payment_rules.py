@@ -13,7 +13,7 @@ from django.utils import timezone
 from billing.models import QuotaPeriod
 from billing.selectors import entitlements_for, quota_snapshot
 from billing.services import plan_comp, quota_period_open, quota_reserve, quota_top_up
-from saas.errors import QuotaExceeded
+from core.errors import QuotaExceeded
 from tests.billing import stripe_fakes as fake
 
 pytestmark = pytest.mark.django_db

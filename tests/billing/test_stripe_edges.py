@@ -10,11 +10,11 @@ import time
 import pytest
 from django.core.management import call_command
 
-from accounts.models import AuditAction, AuditEvent
 from billing.models import Plan, Subscription, WebhookEvent
 from billing.selectors import entitlements_for
 from billing.services import plan_stripe_sync
 from billing.stripe_client import sign
+from core.models import AuditAction, AuditEvent
 from tests.billing import stripe_fakes as fake
 from tests.factories import SubscriptionFactory, UserFactory
 

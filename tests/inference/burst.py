@@ -17,8 +17,8 @@ def main(user_id: int, count: int) -> None:
     from django.db import close_old_connections
 
     from accounts.models import User
+    from core.errors import ApplicationError
     from inference.services import job_submit
-    from saas.errors import ApplicationError
 
     user = User.objects.get(pk=user_id)
     outcomes: list[str] = []

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from billing.models import QuotaPeriod
+from core.errors import ApplicationError, QuotaExceeded, RateLimited
 from inference.models import GenerationJob, JobStatus
 from inference.services import job_cancel, job_submit
-from saas.errors import ApplicationError, QuotaExceeded, RateLimited
 
 pytestmark = pytest.mark.django_db
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import User
-from accounts.services import user_suspend, user_unsuspend
+from accounts.services import user_unsuspend
 from billing.models import Plan
 from billing.services import plan_comp, quota_top_up
-from saas.errors import ApplicationError
+from core.errors import ApplicationError
+from saas.flows import account_suspend
 
 
 class Command(BaseCommand):
@@ -41,7 +42,7 @@ class Command(BaseCommand):
                     raise CommandError(f"No plan {options['plan']!r}.")
                 plan_comp(user=user, plan=plan, days=options["days"])
             elif action == "suspend":
-                user_suspend(user=user, reason=options["reason"])
+                account_suspend(user=user, reason=options["reason"])
             else:
                 user_unsuspend(user=user)
         except ApplicationError as error:

@@ -1,0 +1,53 @@
+"""What every app shares: the audit log of security and money events."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditAction(models.TextChoices):
+    LOGIN = "login", "Signed in"
+    LOGIN_FAILED = "login_failed", "Failed sign-in"
+    LOGOUT = "logout", "Signed out"
+    API_KEY_CREATED = "api_key_created", "API key created"
+    API_KEY_REVOKED = "api_key_revoked", "API key revoked"
+    PLAN_CHANGED = "plan_changed", "Plan changed"
+    TOP_UP = "top_up", "Tokens topped up"
+    PLAN_COMPED = "plan_comped", "Plan granted without payment"
+    SUSPENDED = "suspended", "Account suspended"
+    UNSUSPENDED = "unsuspended", "Account unsuspended"
+    WEBHOOK_FAILED = "webhook_failed", "Stripe webhook failed"
+    WEBHOOK_REPLAYED = "webhook_replayed", "Stripe webhook replayed"
+    ACCOUNT_DELETED = "account_deleted", "Account deleted"
+    DUPLICATE_SUBSCRIPTION = "duplicate_subscription", "Second subscription cancelled and refunded"
+
+
+SECURITY_ACTIONS = (
+    AuditAction.LOGIN, AuditAction.LOGIN_FAILED, AuditAction.LOGOUT,
+    AuditAction.API_KEY_CREATED, AuditAction.API_KEY_REVOKED, AuditAction.SUSPENDED, AuditAction.UNSUSPENDED,
+)  # fmt: skip
+
+
+class AuditEvent(models.Model):
+    """Security and money events: who did what to whom, when, and from where. Append-only."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=32, choices=AuditAction.choices, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_actions"
+    )
+    email = models.CharField(max_length=254, blank=True, help_text="Kept when the user is gone or unknown.")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        db_table = "accounts_auditevent"  # its table from before it moved here
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.email}"
