@@ -140,3 +140,40 @@ def live_stripe(settings, monkeypatch):
         return recorder
 
     return install
+
+
+# --- the cast: the same people in every test --------------------------------------------------
+# A directory whose tests need other numbers for the default plan overrides ``default_plan``
+# in its conftest; the people stay the same.
+
+
+@pytest.fixture
+def default_plan(db):
+    """The plan of everyone without a subscription."""
+    from tests.factories import PlanFactory
+
+    return PlanFactory(slug="free", name="Free", is_default=True, price_cents=0)
+
+
+@pytest.fixture
+def owner(default_plan):
+    """The user a test acts for: owns the jobs, keys and subscription under test."""
+    from tests.factories import UserFactory
+
+    return UserFactory(email="owner@example.com")
+
+
+@pytest.fixture
+def other_user(default_plan):
+    """Someone else, with an account of their own: must never see or change the owner's things."""
+    from tests.factories import UserFactory
+
+    return UserFactory(email="other@example.com")
+
+
+@pytest.fixture
+def staff_user(default_plan):
+    """An operator: staff and superuser."""
+    from tests.factories import UserFactory
+
+    return UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)

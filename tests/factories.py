@@ -6,6 +6,7 @@ import factory
 from allauth.account.models import EmailAddress
 from django.utils import timezone
 
+from accounts.apikeys import api_key_create
 from accounts.models import User
 
 PASSWORD = "correct-horse-battery-staple"
@@ -56,3 +57,68 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
     # A subscription whose current period is paid for (tokens follow payment).
     paid_plan = factory.SelfAttribute("plan")
     paid_period_start = factory.SelfAttribute("current_period_start")
+
+
+class QuotaPeriodFactory(factory.django.DjangoModelFactory):
+    """A ledger period: this calendar month by default, nothing used or reserved."""
+
+    class Meta:
+        model = "billing.QuotaPeriod"
+        django_get_or_create = ("user", "period_start")
+
+    user = factory.SubFactory(UserFactory)
+    period_start = factory.LazyFunction(
+        lambda: timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    )
+    period_end = factory.LazyAttribute(lambda period: period.period_start + timedelta(days=31))
+    allowance = 100_000
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    """A job row in any state, written directly (no reservation made): for pages, numbers and
+    sweeps that need jobs as they are found in the database. A test of submitting goes through
+    ``job_submit``."""
+
+    class Meta:
+        model = "inference.GenerationJob"
+
+    user = factory.SubFactory(UserFactory)
+    model = "inkwell-tiny"
+    prompt = "Once upon a time"
+    max_new_tokens = 16
+    quota_period = factory.SubFactory(QuotaPeriodFactory, user=factory.SelfAttribute("..user"))
+    tokens_reserved = factory.LazyAttribute(lambda job: job.prompt_tokens + job.max_new_tokens)
+    prompt_tokens = 4
+    queue = "gen.normal"
+    plan_slug = "free"
+
+    class Params:
+        # JobFactory(finished=True): a job that ran and succeeded, with its text and charge.
+        finished = factory.Trait(
+            status="succeeded",
+            finish_reason="stop",
+            output_text=" there was a tiny model.",
+            completion_tokens=6,
+            tokens_reserved=0,
+            tokens_charged=factory.LazyAttribute(lambda job: job.prompt_tokens + job.completion_tokens),
+            started_at=factory.LazyFunction(lambda: timezone.now() - timedelta(seconds=2)),
+            finished_at=factory.LazyFunction(timezone.now),
+        )
+
+
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    """An API key made the way its owner makes one (``api_key_create``); the full key, shown to
+    its owner once, is on ``.raw``."""
+
+    class Meta:
+        model = "accounts.ApiKey"
+
+    user = factory.SubFactory(UserFactory)
+    name = "tests"
+    scope = "write"
+
+    @classmethod
+    def _create(cls, model_class, *, user, name, scope, **kwargs):
+        key, raw = api_key_create(user=user, name=name, scope=scope, **kwargs)
+        key.raw = raw
+        return key

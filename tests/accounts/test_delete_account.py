@@ -14,7 +14,6 @@ from django.db import models
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from accounts.apikeys import api_key_create
 from accounts.models import User
 from accounts.services import pseudonym
 from billing.models import BillingCustomer, Subscription, WebhookEvent
@@ -24,7 +23,7 @@ from core.models import AuditAction, AuditEvent
 from inference import streams
 from inference.services import job_submit
 from tests.billing import stripe_fakes as fake
-from tests.factories import PlanFactory, SubscriptionFactory, UserFactory
+from tests.factories import ApiKeyFactory, PlanFactory, SubscriptionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 EMAIL = "pro@example.com"
@@ -97,7 +96,7 @@ def test_after_deletion_no_row_holds_the_email_and_the_streams_are_gone(client, 
     job = job_submit(user=member, prompt="Once upon a time", max_new_tokens=10)
     streams.publish_start(job.id, attempt=1)
     streams.publish_delta(job.id, "Some text")
-    api_key_create(user=member, name="laptop")
+    ApiKeyFactory(user=member, name="laptop")
     audit_record(action=AuditAction.LOGIN_FAILED, user=None, email=EMAIL)
     invoice = json.loads(fake.event("invoice.paid", fake.invoice()))
     WebhookEvent.objects.create(

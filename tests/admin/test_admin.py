@@ -11,7 +11,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.apikeys import api_key_create
 from billing.models import QuotaPeriod, QuotaTopUp, Subscription, UsageRecord, WebhookEvent
 from billing.selectors import entitlements_for
 from core.models import AuditEvent
@@ -19,7 +18,7 @@ from inference.models import GenerationJob
 from inference.services import JobOutcome, job_claim, job_finish, job_submit, job_texts_erase_expired
 from staff.selectors import business_numbers
 from tests.billing import stripe_fakes as fake
-from tests.factories import PlanFactory, SubscriptionFactory, UserFactory
+from tests.factories import ApiKeyFactory, JobFactory, PlanFactory, SubscriptionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -44,10 +43,14 @@ def plans(tiny_model_path):
 
 
 @pytest.fixture
-def staff(client):
-    admin = UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)
-    client.force_login(admin)
-    return admin
+def default_plan(plans):
+    return plans[0]
+
+
+@pytest.fixture
+def staff(client, staff_user):
+    client.force_login(staff_user)
+    return staff_user
 
 
 def _finish(user, *, status="length", completion=4, run_ms=None):
@@ -79,10 +82,7 @@ def test_the_dashboard_numbers_equal_sums_computed_independently(client, plans, 
     SubscriptionFactory(plan=team, is_comp=True)  # comped: no revenue
     users = [UserFactory(email=f"u{i}@example.com") for i in range(3)]
     jobs = [_finish(users[0], run_ms=3600_000), _finish(users[1], run_ms=1800_000), _finish(users[2], status="error")]
-    GenerationJob.objects.create(
-        user=users[0], model="inkwell-tiny", prompt="x", max_new_tokens=1, quota_period=jobs[0].quota_period,
-        tokens_reserved=1, queue="gen.low", plan_slug="free",
-    )  # still queued  # fmt: skip
+    JobFactory(user=users[0], quota_period=jobs[0].quota_period)  # still queued
 
     numbers = business_numbers()
     page = client.get("/staff/business/").content.decode()
@@ -123,7 +123,7 @@ def test_a_top_up_raises_the_allowance_once_and_is_audited(client, plans, staff)
 def test_suspension_stops_a_queued_job_and_the_users_keys(plans):
     user = UserFactory(email="abuser@example.com")
     queued = job_submit(user=user, prompt="Hello", max_new_tokens=10)
-    _, raw = api_key_create(user=user, name="k")
+    raw = ApiKeyFactory(user=user).raw
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert client.get("/api/v1/jobs").status_code == 200
@@ -200,7 +200,7 @@ def test_admin_list_pages_make_no_query_per_row(client, plans, staff, url):
             user = UserFactory()
             _finish(user)
             SubscriptionFactory(user=user, plan=plans[1])
-            api_key_create(user=user, name="k")
+            ApiKeyFactory(user=user)
 
     add_rows(1)
     queries()  # warm per-process caches (content types, permissions)
@@ -212,7 +212,7 @@ def test_admin_list_pages_make_no_query_per_row(client, plans, staff, url):
 def test_users_see_their_own_security_events(client, plans):
     user = UserFactory(email="me@example.com")
     client.post("/accounts/login/", {"login": user.email, "password": "correct-horse-battery-staple"})
-    api_key_create(user=user, name="laptop")
+    ApiKeyFactory(user=user, name="laptop")
 
     page = client.get("/account/").content.decode()
 

@@ -6,15 +6,9 @@ from __future__ import annotations
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
-from tests.factories import PASSWORD, PlanFactory, UserFactory
+from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_user(db):
-    PlanFactory(slug="free", name="Free", is_default=True, price_cents=0)
-    return UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)
 
 
 def test_the_admins_own_login_form_takes_no_password_and_sends_to_allauth(client, staff_user):

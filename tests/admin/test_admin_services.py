@@ -14,11 +14,14 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(client, tiny_model_path):
-    PlanFactory(slug="free", name="Free", is_default=True, price_cents=0, monthly_token_allowance=10_000)
-    admin = UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)
-    client.force_login(admin)
-    return admin
+def default_plan(db, tiny_model_path):
+    return PlanFactory(slug="free", name="Free", is_default=True, price_cents=0, monthly_token_allowance=10_000)
+
+
+@pytest.fixture
+def staff(client, staff_user):
+    client.force_login(staff_user)
+    return staff_user
 
 
 @pytest.fixture

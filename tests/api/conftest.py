@@ -3,12 +3,11 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.apikeys import api_key_create
-from tests.factories import PlanFactory, UserFactory
+from tests.factories import ApiKeyFactory, PlanFactory
 
 
 @pytest.fixture
-def api_plan(db, tiny_model_path):
+def default_plan(db, tiny_model_path):
     return PlanFactory(
         slug="free", name="Free", is_default=True, price_cents=0, api_access=True, monthly_token_allowance=100_000,
         max_new_tokens=200, max_prompt_tokens=200, max_concurrent_jobs=50, requests_per_minute=100,
@@ -16,13 +15,13 @@ def api_plan(db, tiny_model_path):
 
 
 @pytest.fixture
-def developer(api_plan):
-    return UserFactory(email="dev@example.com")
+def api_plan(default_plan):
+    return default_plan
 
 
 @pytest.fixture
-def api_key(developer) -> str:
-    return api_key_create(user=developer, name="tests")[1]
+def api_key(owner) -> str:
+    return ApiKeyFactory(user=owner).raw
 
 
 @pytest.fixture

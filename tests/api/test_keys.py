@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import openai
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -11,6 +12,8 @@ from rest_framework.test import APIClient
 
 from accounts.apikeys import api_key_create, looks_valid
 from accounts.models import ApiKey
+from inference.models import GenerationJob
+from tests.factories import ApiKeyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -21,8 +24,8 @@ def _client(raw: str) -> APIClient:
     return client
 
 
-def test_a_key_has_a_prefix_and_a_checksum_and_only_its_hash_is_stored(developer):
-    key, raw = api_key_create(user=developer, name="laptop")
+def test_a_key_has_a_prefix_and_a_checksum_and_only_its_hash_is_stored(owner):
+    key, raw = api_key_create(user=owner, name="laptop")
 
     assert raw.startswith("ink_") and looks_valid(raw)
     assert not looks_valid(raw[:-1] + ("A" if raw[-1] != "A" else "B"))
@@ -43,8 +46,8 @@ def test_a_malformed_key_is_refused_without_touching_the_database(django_assert_
     assert response.json()["error"]["type"] == "authentication_error"
 
 
-def test_the_key_is_shown_once_on_the_keys_page(client, developer):
-    client.force_login(developer)
+def test_the_key_is_shown_once_on_the_keys_page(client, owner):
+    client.force_login(owner)
 
     created = client.post("/account/api/", {"name": "ci", "scope": "write"})
     raw = created.context["created"]["raw"]
@@ -54,14 +57,14 @@ def test_the_key_is_shown_once_on_the_keys_page(client, developer):
     assert _client(raw).get("/api/v1/jobs").status_code == 200
 
 
-def test_revoked_and_expired_keys_get_401(client, developer, api_key):
-    key = ApiKey.objects.get(user=developer)
-    client.force_login(developer)
+def test_revoked_and_expired_keys_get_401(client, owner, api_key):
+    key = ApiKey.objects.get(user=owner)
+    client.force_login(owner)
     client.post(f"/account/api/{key.pk}/revoke/")
 
     revoked = _client(api_key).get("/api/v1/jobs")
 
-    expired_key, expired_raw = api_key_create(user=developer, name="old", expires_in_days=1)
+    expired_key, expired_raw = api_key_create(user=owner, name="old", expires_in_days=1)
     ApiKey.objects.filter(pk=expired_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     expired = _client(expired_raw).get("/api/v1/jobs")
 
@@ -69,8 +72,8 @@ def test_revoked_and_expired_keys_get_401(client, developer, api_key):
     assert (expired.status_code, expired.json()["error"]["code"]) == (401, "expired_api_key")
 
 
-def test_a_read_only_key_can_read_but_not_create(developer):
-    _, raw = api_key_create(user=developer, name="dashboards", scope="read")
+def test_a_read_only_key_can_read_but_not_create(owner):
+    _, raw = api_key_create(user=owner, name="dashboards", scope="read")
     client = _client(raw)
 
     assert client.get("/api/v1/jobs").status_code == 200
@@ -96,8 +99,8 @@ def test_a_plan_without_api_access_is_refused_with_a_clear_message(api_plan, api
     assert "does not include API access" in response.json()["error"]["message"]
 
 
-def test_the_operator_command_prints_a_working_key(developer, capsys):
-    call_command("apikey_create", email=developer.email, name="ops", read_only=True)
+def test_the_operator_command_prints_a_working_key(owner, capsys):
+    call_command("apikey_create", email=owner.email, name="ops", read_only=True)
 
     raw = capsys.readouterr().out.strip()
     assert looks_valid(raw)
@@ -110,3 +113,16 @@ def test_the_plaintext_key_never_reaches_the_logs(api, api_key, caplog):
         APIClient().get(f"/api/v1/jobs?key={api_key}")
 
     assert api_key not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_only_key_cannot_generate_through_the_openai_endpoints(api_plan, web_server, owner):
+    # Once a 500 (found in review): the /v1 views are async and skipped DRF's scope check.
+    raw = ApiKeyFactory(user=owner, scope="read").raw
+    client = openai.OpenAI(base_url=web_server.url + "/v1", api_key=raw, max_retries=0)
+
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.completions.create(model="inkwell-tiny", prompt="Hi", max_tokens=5)
+
+    assert "read-only" in refused.value.message
+    assert not GenerationJob.objects.exists()

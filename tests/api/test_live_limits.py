@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_two_processes_hammering_one_key_never_exceed_the_plans_requests_per_minute(
-    web_server, api_key, api_plan, developer
+    web_server, api_key, api_plan, owner
 ):
     api_plan.requests_per_minute = 10
     api_plan.save()
@@ -41,7 +41,7 @@ def test_two_processes_hammering_one_key_never_exceed_the_plans_requests_per_min
         statuses.update(json.loads(out))
 
     assert statuses == {201: 10, 429: 20}
-    assert GenerationJob.objects.filter(user=developer).count() == 10
+    assert GenerationJob.objects.filter(user=owner).count() == 10
 
 
 def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(web_server, api_key, artifacts_dir):

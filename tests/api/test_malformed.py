@@ -38,7 +38,7 @@ class Reply:
 
 @pytest.fixture
 def send(web_server, api_key):
-    """POST a raw body to the live server with the developer's key."""
+    """POST a raw body to the live server with the owner's key."""
     parts = urllib.parse.urlsplit(web_server.url)
 
     def send(path: str, body: str | bytes, content_type: str = "application/json") -> Reply:
@@ -240,7 +240,7 @@ def test_the_schema_documents_that_a_tiny_temperature_is_greedy(client):
     assert "below 0.01 counts as 0" in temperature["description"]
 
 
-def test_a_tiny_temperature_through_the_openai_api_is_stored_as_zero(web_server, api_key, developer):
+def test_a_tiny_temperature_through_the_openai_api_is_stored_as_zero(web_server, api_key, owner):
     parts = urllib.parse.urlsplit(web_server.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     body = {"model": "inkwell-tiny", "prompt": "Hi", "max_tokens": 5, "temperature": 1e-45, "stream": True}
@@ -251,7 +251,13 @@ def test_a_tiny_temperature_through_the_openai_api_is_stored_as_zero(web_server,
     response = connection.getresponse()
     connection.close()
 
-    job = GenerationJob.objects.get(user=developer)
+    job = GenerationJob.objects.get(user=owner)
     assert response.status == 200
     assert job.temperature == 0.0
-    assert QuotaPeriod.objects.get(user=developer).reserved == job.tokens_reserved
+    assert QuotaPeriod.objects.get(user=owner).reserved == job.tokens_reserved
+
+
+def test_stream_options_that_are_not_an_object_are_refused_before_any_job(send):
+    body = '{"model": "inkwell-tiny", "prompt": "Hi", "stream_options": true}'
+
+    _refused(send(COMPLETIONS, body), param="stream_options", says="stream_options")

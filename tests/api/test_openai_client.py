@@ -20,33 +20,33 @@ def test_models_lists_the_plans_models(client):
     assert [m.id for m in client.models.list()] == ["inkwell-tiny"]
 
 
-def test_a_completion_is_a_job_charged_like_any_other(client, developer):
+def test_a_completion_is_a_job_charged_like_any_other(client, owner):
     completion = client.completions.create(
         model="inkwell-tiny", prompt="Once upon a time", max_tokens=12, temperature=0
     )
 
-    job = GenerationJob.objects.get(user=developer)
+    job = GenerationJob.objects.get(user=owner)
     assert completion.choices[0].text == job.output_text != ""
     assert completion.choices[0].finish_reason in ("length", "stop")
     assert completion.usage.completion_tokens == job.completion_tokens
     assert completion.usage.total_tokens == job.tokens_charged
     assert job.source == "openai"
-    assert QuotaPeriod.objects.get(user=developer).used == job.tokens_charged
+    assert QuotaPeriod.objects.get(user=owner).used == job.tokens_charged
 
 
-def test_a_chat_completion_goes_through_the_chat_template(client, developer):
+def test_a_chat_completion_goes_through_the_chat_template(client, owner):
     reply = client.chat.completions.create(
         model="inkwell-tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0
     )
 
-    job = GenerationJob.objects.get(user=developer)
+    job = GenerationJob.objects.get(user=owner)
     assert reply.choices[0].message.role == "assistant"
     assert reply.choices[0].message.content == job.output_text
     assert job.messages == [{"role": "user", "content": "Hello"}]
     assert reply.usage.prompt_tokens == job.prompt_tokens
 
 
-def test_a_streamed_chat_ends_with_usage_and_done(client, developer):
+def test_a_streamed_chat_ends_with_usage_and_done(client, owner):
     stream = client.chat.completions.create(
         model="inkwell-tiny",
         messages=[{"role": "user", "content": "Tell me a story"}],
@@ -57,7 +57,7 @@ def test_a_streamed_chat_ends_with_usage_and_done(client, developer):
     )
     chunks = list(stream)
 
-    job = GenerationJob.objects.get(user=developer)
+    job = GenerationJob.objects.get(user=owner)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == job.output_text
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("length", "stop")
@@ -71,13 +71,13 @@ def test_a_bad_key_raises_an_authentication_error(web_server):
         bad.models.list()
 
 
-def test_quota_and_rate_limits_raise_distinct_exceptions(client, developer, api_plan):
+def test_quota_and_rate_limits_raise_distinct_exceptions(client, owner, api_plan):
     client.completions.create(model="inkwell-tiny", prompt="Hi", max_tokens=2)
-    QuotaPeriod.objects.filter(user=developer).update(used=100_000)
+    QuotaPeriod.objects.filter(user=owner).update(used=100_000)
 
     with pytest.raises(openai.APIStatusError) as no_quota:
         client.completions.create(model="inkwell-tiny", prompt="Hi", max_tokens=2)
-    QuotaPeriod.objects.filter(user=developer).update(used=0)
+    QuotaPeriod.objects.filter(user=owner).update(used=0)
     api_plan.requests_per_minute = 3
     api_plan.save()
     with pytest.raises(openai.RateLimitError) as limited:
@@ -108,7 +108,7 @@ def test_a_key_sent_in_the_url_is_refused_and_never_logged(web_server, api_key):
     assert api_key not in web_server.process.log()
 
 
-def test_the_rest_stream_follows_a_job_with_an_api_key(web_server, celery_worker, api_key, developer):
+def test_the_rest_stream_follows_a_job_with_an_api_key(web_server, celery_worker, api_key, owner):
     import json
     import urllib.request
 

@@ -9,14 +9,13 @@ from rest_framework.test import APIClient
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob
 from inference.services import job_submit
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 BODY = {"prompt": "Once upon a time", "max_new_tokens": 20, "temperature": 0}
 
 
-def test_create_list_retrieve_and_cancel_a_job(api, developer):
+def test_create_list_retrieve_and_cancel_a_job(api, owner):
     created = api.post("/api/v1/jobs", BODY, format="json")
 
     assert created.status_code == 201
@@ -28,7 +27,7 @@ def test_create_list_retrieve_and_cancel_a_job(api, developer):
     assert api.get(f"/api/v1/jobs/{job['id']}").json()["id"] == job["id"]
     cancelled = api.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert cancelled.json()["status"] == "cancelled"
-    assert QuotaPeriod.objects.get(user=developer).reserved == 0
+    assert QuotaPeriod.objects.get(user=owner).reserved == 0
 
 
 def test_every_response_carries_rate_limit_and_quota_headers(api):
@@ -55,7 +54,7 @@ def test_the_same_idempotency_key_returns_the_same_job_and_a_different_body_is_4
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_requests_with_one_idempotency_key_at_once_make_one_job(api_key, developer):
+def test_two_requests_with_one_idempotency_key_at_once_make_one_job(api_key, owner):
     start = threading.Barrier(2)
     statuses = []
 
@@ -77,8 +76,8 @@ def test_two_requests_with_one_idempotency_key_at_once_make_one_job(api_key, dev
         thread.join()
 
     assert sorted(statuses) == [200, 201]
-    assert GenerationJob.objects.filter(user=developer).count() == 1
-    period = QuotaPeriod.objects.get(user=developer)
+    assert GenerationJob.objects.filter(user=owner).count() == 1
+    period = QuotaPeriod.objects.get(user=owner)
     assert period.reserved == GenerationJob.objects.get().tokens_reserved
 
 
@@ -107,11 +106,11 @@ def test_errors_come_in_one_envelope(api, body, status, param, code):
     assert not GenerationJob.objects.exists()
 
 
-def test_no_quota_left_is_402_and_distinct_from_a_rate_limit(api, developer, api_plan):
+def test_no_quota_left_is_402_and_distinct_from_a_rate_limit(api, owner, api_plan):
     api.post("/api/v1/jobs", BODY, format="json")
-    QuotaPeriod.objects.filter(user=developer).update(used=100_000)
+    QuotaPeriod.objects.filter(user=owner).update(used=100_000)
     no_quota = api.post("/api/v1/jobs", BODY, format="json")
-    QuotaPeriod.objects.filter(user=developer).update(used=0)
+    QuotaPeriod.objects.filter(user=owner).update(used=0)
     api_plan.requests_per_minute = 2
     api_plan.save()
     api.post("/api/v1/jobs", BODY, format="json")
@@ -121,8 +120,8 @@ def test_no_quota_left_is_402_and_distinct_from_a_rate_limit(api, developer, api
     assert (limited.status_code, limited.json()["error"]["code"]) == (429, "rate_limit_exceeded")
 
 
-def test_another_users_job_is_404_through_the_api(api, developer):
-    other = job_submit(user=UserFactory(email="other@example.com"), prompt="Hi", max_new_tokens=5)
+def test_another_users_job_is_404_through_the_api(api, owner, other_user):
+    other = job_submit(user=other_user, prompt="Hi", max_new_tokens=5)
 
     assert api.get(f"/api/v1/jobs/{other.pk}").status_code == 404
     assert api.post(f"/api/v1/jobs/{other.pk}/cancel").status_code == 404
@@ -169,3 +168,16 @@ def test_a_nul_character_is_a_clear_400_not_a_server_error(api, body):
 def test_list_filters_are_validated(api):
     assert api.get("/api/v1/jobs", {"q": "a\x00b"}).status_code == 400
     assert api.get("/api/v1/jobs", {"status": "sleeping"}).json()["error"]["param"] == "status"
+
+
+def test_a_signed_in_user_without_api_access_cannot_use_the_api_by_session(client, api_plan, owner):
+    api_plan.api_access = False
+    api_plan.save()
+    client.force_login(owner)
+
+    listing = client.get("/api/v1/jobs")
+    submit = client.post("/api/v1/jobs", {"prompt": "Hi", "max_new_tokens": 5}, content_type="application/json")
+
+    assert (listing.status_code, submit.status_code) == (403, 403)
+    assert "does not include API access" in listing.json()["error"]["message"]
+    assert not GenerationJob.objects.exists()

@@ -12,6 +12,11 @@ def free_plan(db):
 
 
 @pytest.fixture
+def default_plan(free_plan):
+    return free_plan
+
+
+@pytest.fixture
 def pro_plan(db):
     return PlanFactory(
         slug="pro", name="Pro", price_cents=1900, stripe_price_id="price_TestPro0001", monthly_token_allowance=100_000

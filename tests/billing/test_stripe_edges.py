@@ -16,7 +16,7 @@ from billing.services import plan_stripe_sync
 from billing.stripe_client import sign
 from core.models import AuditAction, AuditEvent
 from tests.billing import stripe_fakes as fake
-from tests.factories import SubscriptionFactory, UserFactory
+from tests.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 EMPTY = {"object": "list", "data": [], "has_more": False}
@@ -90,7 +90,7 @@ def test_an_open_session_for_another_plan_is_expired_and_one_for_the_same_plan_r
 
 
 def test_a_second_subscription_arriving_by_webhook_is_cancelled_at_once_and_refunded(
-    client, customer, pro_plan, live_stripe
+    client, customer, pro_plan, live_stripe, staff_user
 ):
     kept = SubscriptionFactory(user=customer, plan=pro_plan, stripe_subscription_id="sub_First0000001")
     stripe = live_stripe(
@@ -131,7 +131,7 @@ def test_a_second_subscription_arriving_by_webhook_is_cancelled_at_once_and_refu
     assert entitlements_for(customer).subscription == kept
     event = AuditEvent.objects.get(action=AuditAction.DUPLICATE_SUBSCRIPTION)
     assert event.detail["kept"] == "sub_First0000001"
-    client.force_login(UserFactory(email="staff@example.com", is_staff=True))
+    client.force_login(staff_user)
     assert "Second subscription cancelled and refunded" in client.get("/staff/business/").content.decode()
 
 

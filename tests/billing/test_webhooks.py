@@ -201,3 +201,34 @@ def test_an_event_of_another_type_is_acknowledged_and_ignored(client, customer):
 
     assert response.status_code == 200
     assert WebhookEvent.objects.get().status == "ignored"
+
+
+def test_a_subscriber_on_an_archived_price_is_found_through_the_plans_product(client, customer, pro_plan):
+    # The plan's price changed; the subscriber still pays the old one, of the same product.
+    pro_plan.stripe_price_id, pro_plan.stripe_product_id = "price_New0001", "prod_TestPro0001"
+    pro_plan.save()
+
+    response = fake.deliver(client, fake.event("customer.subscription.updated", fake.subscription()))
+
+    assert response.status_code == 200
+    assert Subscription.objects.get(user=customer).plan == pro_plan
+
+
+def test_of_two_events_in_one_second_incomplete_never_undoes_active(client, customer, pro_plan):
+    now = int(time.time())
+
+    fake.deliver(client, fake.event("customer.subscription.updated", fake.subscription(status="active"), created=now))
+    fake.deliver(
+        client, fake.event("customer.subscription.created", fake.subscription(status="incomplete"), created=now)
+    )
+
+    assert Subscription.objects.get(user=customer).status == "active"
+
+
+def test_events_about_a_deleted_account_are_acknowledged_and_ignored(client, free_plan, pro_plan):
+    gone = fake.deliver(client, fake.event("customer.subscription.deleted", fake.subscription(status="canceled")))
+    invoice = fake.deliver(client, fake.event("invoice.paid", fake.invoice()))
+
+    assert (gone.status_code, invoice.status_code) == (200, 200)
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"ignored"}
+    assert not Subscription.objects.exists()

@@ -13,7 +13,7 @@ from billing.models import QuotaPeriod
 from billing.selectors import calendar_month
 from inference.models import GenerationJob
 from tests.e2e.helpers import sign_in, verification_link
-from tests.factories import PASSWORD, PlanFactory, UserFactory
+from tests.factories import PASSWORD, PlanFactory, QuotaPeriodFactory, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -106,9 +106,7 @@ def test_with_no_tokens_left_the_form_says_so_and_when_they_reset(page, web_serv
     sign_in(page, web_server.url, user.email)
     page.goto(web_server.url + "/generate/")
     period_start, period_end = calendar_month(timezone.now())
-    QuotaPeriod.objects.create(
-        user=user, period_start=period_start, period_end=period_end, allowance=50_000, used=50_000
-    )
+    QuotaPeriodFactory(user=user, period_start=period_start, period_end=period_end, allowance=50_000, used=50_000)
 
     _generate(page, "Hello", 20)
 

@@ -6,7 +6,8 @@ from tests.factories import PlanFactory, SubscriptionFactory, UserFactory
 
 
 @pytest.fixture
-def free_plan(db):
+def default_plan(db, tiny_model_path):
+    """This directory's free plan: small limits, so tests reach them quickly."""
     return PlanFactory(
         slug="free",
         name="Free",
@@ -26,8 +27,8 @@ def pro_plan(db):
 
 
 @pytest.fixture
-def owner(free_plan, tiny_model_path):
-    return UserFactory(email="owner@example.com")
+def free_plan(default_plan):
+    return default_plan
 
 
 @pytest.fixture

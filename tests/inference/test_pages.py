@@ -137,9 +137,9 @@ def test_downloads_carry_the_output(signed_in, owner):
         ("post", "/jobs/{id}/delete/"),
     ],
 )
-def test_another_users_job_is_a_404_and_nothing_changes(client, owner, method, path):
+def test_another_users_job_is_a_404_and_nothing_changes(client, owner, method, path, other_user):
     job = _finished(owner)
-    client.force_login(UserFactory(email="outsider@example.com"))
+    client.force_login(other_user)
 
     response = getattr(client, method)(path.format(id=job.pk))
 
@@ -311,3 +311,18 @@ def test_surrogate_bytes_in_a_form_field_arrive_as_the_replacement_character(sig
     signed_in.post("/generate/", body + "&repetition_penalty=1", content_type="application/x-www-form-urlencoded")
 
     assert GenerationJob.objects.get(user=owner).prompt == "Hi\ufffd\ufffd\ufffd"
+
+
+def test_rerun_or_continue_with_a_malformed_id_is_a_404(signed_in):
+    assert signed_in.get("/generate/?from=abc").status_code == 404
+    assert signed_in.get("/generate/?continue=abc").status_code == 404
+
+
+@pytest.mark.parametrize("history", ["5", '{"a": 1}', '[{"role": 1}]'])
+def test_the_token_counter_refuses_a_malformed_conversation(signed_in, history):
+    response = signed_in.post(
+        "/generate/count/", {"model": "inkwell-tiny", "mode": "chat", "history": history, "message": "Hi"}
+    )
+
+    assert response.status_code == 400
+    assert "error" in response.json()

@@ -14,11 +14,10 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from accounts.apikeys import api_key_create
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob
 from inference.services import JobOutcome, job_claim, job_finish, job_submit
-from tests.factories import PlanFactory, UserFactory
+from tests.factories import ApiKeyFactory, PlanFactory, UserFactory
 from tests.support import free_port, start_web, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,7 +72,7 @@ def silent_redis_server(django_db_setup, django_db_blocker, artifacts_dir):
 
 
 @pytest.fixture
-def developer(tiny_model_path):
+def owner(tiny_model_path):
     PlanFactory(
         slug="free", is_default=True, api_access=True, max_new_tokens=50, max_prompt_tokens=200,
         max_concurrent_jobs=20, requests_per_minute=100,
@@ -82,8 +81,8 @@ def developer(tiny_model_path):
 
 
 @pytest.fixture
-def api_key(developer) -> str:
-    return api_key_create(user=developer, name="streams")[1]
+def api_key(owner) -> str:
+    return ApiKeyFactory(user=owner, name="streams").raw
 
 
 _opened: list = []
@@ -154,8 +153,8 @@ def _finish(job, text: str) -> None:
     job_finish(job=claimed, outcome=JobOutcome(text=text, completion_tokens=3, finish_reason="length"))
 
 
-def test_a_user_past_the_stream_cap_gets_429_in_the_envelope_and_nothing_leaks(capped_server, api_key, developer):
-    job = job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10)
+def test_a_user_past_the_stream_cap_gets_429_in_the_envelope_and_nothing_leaks(capped_server, api_key, owner):
+    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
     path = f"/api/v1/jobs/{job.pk}/stream"
     open_streams = [_get(capped_server, path, _bearer(api_key)) for _ in range(STREAM_CAP)]
 
@@ -171,12 +170,12 @@ def test_a_user_past_the_stream_cap_gets_429_in_the_envelope_and_nothing_leaks(c
     assert f"You have {STREAM_CAP} event streams open" in error["message"]
     assert chat.status == 429 and json.loads(chat.read())["error"]["code"] == "too_many_streams"
     # The refused /v1 stream queued nothing and reserved nothing.
-    assert GenerationJob.objects.filter(user=developer).count() == 1
-    assert QuotaPeriod.objects.get(user=developer).reserved == job.tokens_reserved
+    assert GenerationJob.objects.filter(user=owner).count() == 1
+    assert QuotaPeriod.objects.get(user=owner).reserved == job.tokens_reserved
 
 
-def test_closing_a_stream_frees_its_slot_for_the_next(capped_server, api_key, developer):
-    job = job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10)
+def test_closing_a_stream_frees_its_slot_for_the_next(capped_server, api_key, owner):
+    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
     path = f"/api/v1/jobs/{job.pk}/stream"
     first, second = _get(capped_server, path, _bearer(api_key)), _get(capped_server, path, _bearer(api_key))
     refused = _get(capped_server, path, _bearer(api_key))
@@ -200,8 +199,8 @@ def test_closing_a_stream_frees_its_slot_for_the_next(capped_server, api_key, de
     wait_until(reopen, timeout=5, what="the closed streams' slots")
 
 
-def test_a_stream_that_ends_with_its_job_frees_its_slot(capped_server, api_key, developer):
-    jobs = [job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10) for _ in range(STREAM_CAP)]
+def test_a_stream_that_ends_with_its_job_frees_its_slot(capped_server, api_key, owner):
+    jobs = [job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10) for _ in range(STREAM_CAP)]
     streams = [_get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key)) for job in jobs]
 
     for job, stream in zip(jobs, streams, strict=True):
@@ -213,9 +212,9 @@ def test_a_stream_that_ends_with_its_job_frees_its_slot(capped_server, api_key, 
     assert fresh.status == 200
 
 
-def test_the_page_stream_counts_against_the_same_cap_and_is_429_past_it(capped_server, api_key, developer):
-    job = job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10)
-    cookie = _session_cookie(developer)
+def test_the_page_stream_counts_against_the_same_cap_and_is_429_past_it(capped_server, api_key, owner):
+    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    cookie = _session_cookie(owner)
     page_stream = _get(capped_server, f"/jobs/{job.pk}/stream", cookie)
     api_stream = _get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
 
@@ -226,8 +225,8 @@ def test_the_page_stream_counts_against_the_same_cap_and_is_429_past_it(capped_s
     assert refused.getheader("Retry-After") == "5"
 
 
-def test_an_idle_stream_waits_on_one_redis_connection_instead_of_reconnecting(capped_server, api_key, developer):
-    job = job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10)
+def test_an_idle_stream_waits_on_one_redis_connection_instead_of_reconnecting(capped_server, api_key, owner):
+    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
     assert _get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key)).status == 200
     observer = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
     database = str(observer.connection_pool.connection_kwargs.get("db", 0))
@@ -242,20 +241,20 @@ def test_an_idle_stream_waits_on_one_redis_connection_instead_of_reconnecting(ca
     assert len(readers) == 1
 
 
-def test_another_users_stream_is_404_and_takes_no_slot(capped_server, api_key, developer):
-    other = job_submit(user=UserFactory(email="other@example.com"), prompt="Hi", max_new_tokens=5)
+def test_another_users_stream_is_404_and_takes_no_slot(capped_server, api_key, owner, other_user):
+    other = job_submit(user=other_user, prompt="Hi", max_new_tokens=5)
 
     for _ in range(STREAM_CAP + 1):
         response = _get(capped_server, f"/api/v1/jobs/{other.pk}/stream", _bearer(api_key))
         assert response.status == 404
         _close(response)
-    mine = job_submit(user=developer, prompt="Hi", max_new_tokens=5)
+    mine = job_submit(user=owner, prompt="Hi", max_new_tokens=5)
     response = _get(capped_server, f"/api/v1/jobs/{mine.pk}/stream", _bearer(api_key))
     assert response.status == 200
 
 
-def test_without_redis_the_rest_stream_reads_the_database_and_ends(redisless_server, api_key, developer):
-    job = job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10)
+def test_without_redis_the_rest_stream_reads_the_database_and_ends(redisless_server, api_key, owner):
+    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
     stream = _get(redisless_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
     # Redis is down, so there is no slot to count: a second stream past the cap of 1 is allowed.
     second = _get(redisless_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
@@ -272,8 +271,8 @@ def test_without_redis_the_rest_stream_reads_the_database_and_ends(redisless_ser
     assert took < 4
 
 
-def test_a_stream_whose_redis_never_answers_still_ends_from_the_database(silent_redis_server, api_key, developer):
-    job = job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10)
+def test_a_stream_whose_redis_never_answers_still_ends_from_the_database(silent_redis_server, api_key, owner):
+    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
     stream = _get(silent_redis_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
     assert stream.status == 200
     _events(stream, until="status")
@@ -285,9 +284,9 @@ def test_a_stream_whose_redis_never_answers_still_ends_from_the_database(silent_
     assert events[0][1] == {"text": "the keeper wrote"} and took < 8
 
 
-def test_without_redis_the_page_stream_reads_the_database_and_ends(redisless_server, developer):
-    job = job_submit(user=developer, prompt="Once upon a time", max_new_tokens=10)
-    stream = _get(redisless_server, f"/jobs/{job.pk}/stream", _session_cookie(developer))
+def test_without_redis_the_page_stream_reads_the_database_and_ends(redisless_server, owner):
+    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    stream = _get(redisless_server, f"/jobs/{job.pk}/stream", _session_cookie(owner))
     assert stream.status == 200
     _events(stream, until="status")
 
@@ -298,12 +297,12 @@ def test_without_redis_the_page_stream_reads_the_database_and_ends(redisless_ser
     assert events[0][1] == {"text": "a letter"} and took < 4
 
 
-def test_without_redis_a_streamed_completion_still_ends_with_the_text(redisless_server, api_key, developer):
+def test_without_redis_a_streamed_completion_still_ends_with_the_text(redisless_server, api_key, owner):
     response = _post(redisless_server, "/v1/completions", {
         "model": "inkwell-tiny", "prompt": "Once upon a time", "max_tokens": 5, "stream": True,
     }, _bearer(api_key))  # fmt: skip
     assert response.status == 200
-    job = GenerationJob.objects.get(user=developer)
+    job = GenerationJob.objects.get(user=owner)
 
     _finish(job, "there was")
     started = time.monotonic()
@@ -316,11 +315,11 @@ def test_without_redis_a_streamed_completion_still_ends_with_the_text(redisless_
     assert body.endswith(b"data: [DONE]\n\n") and time.monotonic() - started < 4
 
 
-def test_without_redis_requests_degrade_instead_of_failing(redisless_server, api_key, developer):
+def test_without_redis_requests_degrade_instead_of_failing(redisless_server, api_key, owner):
     created = _post(redisless_server, "/api/v1/jobs", {"prompt": "Hi", "max_new_tokens": 5}, _bearer(api_key))
     usage = _get(redisless_server, "/api/v1/usage", _bearer(api_key))
     client = Client()
-    client.force_login(developer)
+    client.force_login(owner)
     csrf = client.get("/generate/").cookies["csrftoken"].value
     counted = _request(
         redisless_server, "POST", "/generate/count/", urllib.parse.urlencode({"model": "inkwell-tiny", "prompt": "Hi"}),

@@ -16,7 +16,6 @@ from inference.engine.registry import ModelSpec, load_model
 from inference.models import JobStatus
 from inference.services import job_cancel, job_submit
 from inference.tasks import run_generation
-from tests.factories import UserFactory
 from tests.inference.helpers import (
     stream_events,
     streamed_text,
@@ -92,10 +91,10 @@ def test_the_sse_endpoint_sends_the_text_then_one_final_event(celery_worker, web
     assert [n for n, _ in events].count("end") == 1
 
 
-def test_another_users_stream_is_a_404(web_server, subscriber, client):
+def test_another_users_stream_is_a_404(web_server, subscriber, client, other_user):
     job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=5)
     job_cancel(job=job)
-    client.force_login(UserFactory(email="outsider@example.com"))
+    client.force_login(other_user)
     request = urllib.request.Request(
         f"{web_server.url}/jobs/{job.pk}/stream", headers={"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
     )

@@ -8,10 +8,11 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from billing.models import QuotaPeriod, UsageRecord
-from inference.models import JobStatus
-from inference.services import job_submit, jobs_sweep
+from inference.models import GenerationJob, JobStatus, Worker
+from inference.services import job_claim, job_submit, jobs_sweep
 from tests.inference.helpers import wait_until_final, wait_until_streaming
 from tests.support import start_worker, wait_until
 
@@ -99,3 +100,22 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(subscriber, artifacts
     assert report.resent == [str(job.pk)]
     job = _finish_on_a_new_worker(job, artifacts_dir / "logs", "late")
     assert job.status == JobStatus.SUCCEEDED
+
+
+def test_a_stopped_job_whose_worker_died_is_not_run_again(subscriber, settings):
+    settings.WORKER_STALE_SECONDS = 1
+    job = job_submit(user=subscriber, prompt="Hello", max_new_tokens=50)
+    job_claim(job_id=job.pk, worker="dead/1")
+    Worker.objects.create(name="dead/1", hostname="h", pid=1, started_at=timezone.now(),
+                          last_heartbeat_at=timezone.now() - timedelta(minutes=5))  # fmt: skip
+    GenerationJob.objects.filter(pk=job.pk).update(
+        cancel_requested_at=timezone.now(), started_at=timezone.now() - timedelta(minutes=1)
+    )
+
+    report = jobs_sweep()
+
+    job.refresh_from_db()
+    assert report.cancelled == [str(job.pk)] and report.requeued == []
+    assert (job.status, job.tokens_charged) == ("cancelled", 0)
+    period = QuotaPeriod.objects.get(user=subscriber)
+    assert (period.reserved, period.used) == (0, 0)
