@@ -27,7 +27,7 @@ def test_a_new_user_subscribes_to_pro_and_sees_its_allowance(page, web_server, c
     expect(page.get_by_test_id("quota-meter")).to_contain_text("Free")
 
     page.goto(web_server.url + "/pricing/")
-    page.get_by_role("button", name="Choose Pro").click()
+    page.get_by_role("button", name="Subscribe to Pro").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Subscribe to Pro")
     page.screenshot(path=str(artifacts_dir / "sandbox-checkout.png"), full_page=True)
     page.get_by_role("button", name="Pay").click()
@@ -48,7 +48,7 @@ def test_a_declined_payment_leaves_the_user_on_free_with_a_clear_message(page, w
     sign_in(page, web_server.url, user.email)
 
     page.goto(web_server.url + "/pricing/")
-    page.get_by_role("button", name="Choose Pro").click()
+    page.get_by_role("button", name="Subscribe to Pro").click()
     page.get_by_role("button", name="Decline").click()
 
     expect(page.get_by_role("alert")).to_contain_text("Your card was declined")
