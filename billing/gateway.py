@@ -1,6 +1,6 @@
 """Where customers pay: Stripe, or the sandbox that stands in for it when no Stripe key is set.
-``billing_gateway()`` chooses once, from ``settings.BILLING_SANDBOX``; the services ask the gateway
-and never check which one they have. From the webhook on, both look the same (the sandbox sends
+``billing_gateway()`` is the one place that chooses, from ``settings.BILLING_SANDBOX``; the services
+ask the gateway and never check which one they have. From the webhook on, both look the same (the sandbox sends
 Stripe-shaped events to the same endpoint)."""
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ _portal_checked: dict[str, float] = {}
 
 
 class BillingGateway(Protocol):
-    """What the billing services ask of the payment provider. A refusal or failure that the
-    customer should be told about is raised as ApplicationError."""
+    """What the billing services ask of the payment provider. Checkout, the Portal and closing
+    turn the provider's refusal or failure into ApplicationError (the customer is told); the
+    others let it through (a webhook answers 5xx and is retried, the admin shows it)."""
 
     def customer_create(self, *, user) -> str:
         """A new customer for ``user``; returns its id."""
@@ -62,7 +63,8 @@ class BillingGateway(Protocol):
 
 
 def billing_gateway() -> BillingGateway:
-    """The configured gateway: the sandbox when there is no Stripe key (local and test), else Stripe."""
+    """The configured gateway: the sandbox when there is no Stripe key (local and test), else Stripe.
+    Read at each call, not at import, so a test's settings apply."""
     if settings.BILLING_SANDBOX:
         return SandboxGateway()
     return StripeGateway()
