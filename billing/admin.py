@@ -14,7 +14,8 @@ from billing.models import (
     WebhookEvent,
     WebhookStatus,
 )
-from billing.services import plan_stripe_sync, webhook_event_replay
+from billing.services.plans import plan_stripe_sync
+from billing.services.webhooks import webhook_event_replay
 
 
 @admin.register(Plan)

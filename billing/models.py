@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import enum
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -71,6 +73,18 @@ class SubscriptionStatus(models.TextChoices):
     CANCELED = "canceled"
     UNPAID = "unpaid"
     PAUSED = "paused"
+
+    # Sets of statuses, each named once, here. enum.nonmember keeps them out of the members (and so
+    # out of the field's choices); inside the class body a name is still its value (these members
+    # have no labels), and the values compare equal to the members.
+    # A subscription's plan applies (past_due too, within the grace period: selectors.entitlements_for).
+    ENTITLED = enum.nonmember((ACTIVE, TRIALING))
+    # Entitled, or past due (a renewal whose payment failed).
+    ENTITLED_OR_GRACE = enum.nonmember((ACTIVE, TRIALING, PAST_DUE))
+    # Stripe's statuses of a subscription that still bills, or may: a customer holding one must not get another.
+    LIVE = enum.nonmember(("active", "trialing", "past_due", "unpaid", "incomplete", "paused"))
+    # Over for good: Stripe moves a subscription on from neither.
+    ENDED = enum.nonmember((CANCELED, INCOMPLETE_EXPIRED))
 
 
 class BillingCustomer(models.Model):

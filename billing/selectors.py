@@ -11,9 +11,6 @@ from django.utils import timezone
 from billing.models import Plan, QuotaPeriod, Subscription, SubscriptionStatus
 from core.errors import ApplicationError
 
-# Statuses in which a subscription's plan applies (past_due too, for a grace period).
-ENTITLED_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)
-
 
 @dataclass(frozen=True)
 class Entitlements:
@@ -152,7 +149,10 @@ def entitlements_for(user, *, now: datetime | None = None) -> Entitlements:
     subscription = (
         Subscription.objects.select_related("plan", "paid_plan")
         .filter(user=user, current_period_end__gt=now)
-        .filter(Q(status__in=ENTITLED_STATUSES) | Q(status=SubscriptionStatus.PAST_DUE, past_due_since__gt=grace_start))
+        .filter(
+            Q(status__in=SubscriptionStatus.ENTITLED)
+            | Q(status=SubscriptionStatus.PAST_DUE, past_due_since__gt=grace_start)
+        )
         .order_by("-current_period_end")
         .first()
     )

@@ -13,9 +13,10 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing import sandbox, services
+from billing import sandbox
 from billing.models import Plan, Subscription
 from billing.selectors import entitlements_for, public_plans, quota_snapshot, subscription_latest
+from billing.services import subscriptions, webhooks
 from billing.tasks import sandbox_deliver
 from core.errors import ApplicationError, Conflict
 
@@ -47,7 +48,7 @@ def billing_home(request):
 def subscribe(request, slug: str):
     plan = get_object_or_404(Plan, slug=slug, is_active=True, is_public=True)
     try:
-        url = services.checkout_start(
+        url = subscriptions.checkout_start(
             user=request.user,
             plan=plan,
             success_url=request.build_absolute_uri(reverse("billing:success")),
@@ -57,7 +58,9 @@ def subscribe(request, slug: str):
         # Never a second subscription: the portal changes the one they have.
         try:
             return redirect(
-                services.portal_start(user=request.user, return_url=request.build_absolute_uri(reverse("billing:home")))
+                subscriptions.portal_start(
+                    user=request.user, return_url=request.build_absolute_uri(reverse("billing:home"))
+                )
             )
         except ApplicationError:
             # A plan granted by staff has no Stripe customer to manage.
@@ -101,7 +104,9 @@ def billing_status(request):
 @require_POST
 def portal(request):
     try:
-        url = services.portal_start(user=request.user, return_url=request.build_absolute_uri(reverse("billing:home")))
+        url = subscriptions.portal_start(
+            user=request.user, return_url=request.build_absolute_uri(reverse("billing:home"))
+        )
     except ApplicationError as error:
         messages.error(request, error.message)
         return redirect("billing:pricing")
@@ -114,12 +119,12 @@ def webhook(request):
     """Stripe's webhook endpoint. 400: bad, missing or stale signature (nothing written).
     5xx: a failure, rolled back; Stripe delivers it again. 200: applied, duplicate, or not ours."""
     try:
-        services.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature", ""))
-    except services.MalformedEvent as error:
+        webhooks.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature", ""))
+    except webhooks.MalformedEvent as error:
         return JsonResponse({"error": f"not a Stripe event: {error}"}, status=400)
     except (ValueError, stripe.SignatureVerificationError) as error:
         return JsonResponse({"error": f"invalid webhook: {error}"}, status=400)
-    except services.RetryLater as error:
+    except webhooks.RetryLater as error:
         return JsonResponse({"error": str(error)}, status=503)
     except Exception:
         logger.exception("webhook failed")

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from billing.models import QuotaPeriod, UsageRecord
 from billing.selectors import Entitlements, entitlements_for
-from billing.services import quota_period_open, quota_reserve, quota_settle
+from billing.services.ledger import quota_period_open, quota_reserve, quota_settle
 from core.errors import ApplicationError, RateLimited
 from inference import catalog, streams
 from inference.broker import broker_epoch

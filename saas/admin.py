@@ -15,7 +15,8 @@ from accounts.models import User
 from accounts.services import user_unsuspend
 from billing.models import Plan
 from billing.selectors import entitlements_for, quota_period_for
-from billing.services import plan_comp, quota_top_up
+from billing.services.ledger import quota_top_up
+from billing.services.subscriptions import plan_comp
 from core.errors import ApplicationError
 from saas.flows import account_suspend
 

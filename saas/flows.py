@@ -7,7 +7,8 @@ from __future__ import annotations
 from django.db import transaction
 
 from accounts.services import pseudonym, user_delete, user_suspend
-from billing.services import billing_close, billing_personal_data_erase
+from billing.services.personal_data import billing_personal_data_erase
+from billing.services.subscriptions import billing_close
 from core.audit import audit_email_replace, audit_record
 from core.models import AuditAction
 from inference.selectors import job_ids_of

@@ -27,7 +27,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from billing.services import webhook_payloads_scrub_expired
+from billing.services.personal_data import webhook_payloads_scrub_expired
 from inference import services
 
 logger = logging.getLogger(__name__)

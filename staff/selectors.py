@@ -13,7 +13,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.models import Plan, Subscription, SubscriptionStatus, UsageRecord
-from billing.selectors import ENTITLED_STATUSES, calendar_month
+from billing.selectors import calendar_month
 from core.models import AuditEvent
 from inference.models import GenerationJob, JobStatus
 
@@ -59,7 +59,7 @@ def business_numbers(*, now=None) -> BusinessNumbers:
     now = now or timezone.now()
     month_start, _ = calendar_month(now)
     paying = Subscription.objects.filter(
-        status__in=ENTITLED_STATUSES, current_period_end__gt=now, is_comp=False
+        status__in=SubscriptionStatus.ENTITLED, current_period_end__gt=now, is_comp=False
     ).select_related("plan")
     plans = {plan.slug: plan for plan in Plan.objects.all()}
     by_plan: dict[str, dict] = defaultdict(

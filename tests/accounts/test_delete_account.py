@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.services import pseudonym
 from billing.models import BillingCustomer, Subscription, WebhookEvent
-from billing.services import webhook_payloads_scrub_expired
+from billing.services.personal_data import webhook_payloads_scrub_expired
 from core.audit import audit_record
 from core.models import AuditAction, AuditEvent
 from inference import streams

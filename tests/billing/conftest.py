@@ -41,7 +41,7 @@ def customer(free_plan, pro_plan):
 @pytest.fixture(autouse=True)
 def _portal_check_forgotten():
     """The Portal settings check is remembered per process for ten minutes; each test starts anew."""
-    from billing import services
+    from billing import gateway
 
-    services._portal_checked.clear()
+    gateway._portal_checked.clear()
     yield

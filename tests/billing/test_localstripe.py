@@ -10,9 +10,10 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 
-from billing import services, stripe_client
+from billing import stripe_client
 from billing.models import Subscription
 from billing.selectors import entitlements_for
+from billing.services.subscriptions import customer_ensure
 from tests.factories import PlanFactory, UserFactory
 from tests.support import ManagedProcess, free_port, wait_until
 
@@ -59,7 +60,7 @@ def test_a_subscription_created_in_stripe_reaches_the_app_by_webhook_and_cancell
                 "product": {"name": "Inkwell Pro"}},
     )  # fmt: skip
     user = UserFactory(email="stripe@example.com")
-    customer_id = services.customer_ensure(user=user)
+    customer_id = customer_ensure(user=user)
     card = stripe.v1.tokens.create(
         params={"card": {"number": "4242424242424242", "exp_month": "12", "exp_year": "2030", "cvc": "123"}}
     )

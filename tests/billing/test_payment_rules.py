@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from billing.models import QuotaPeriod
 from billing.selectors import entitlements_for, quota_snapshot
-from billing.services import plan_comp, quota_period_open, quota_reserve, quota_top_up
+from billing.services.ledger import quota_period_open, quota_reserve, quota_top_up
+from billing.services.subscriptions import plan_comp
 from core.errors import QuotaExceeded
 from tests.billing import stripe_fakes as fake
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from billing.models import BillingCustomer, Plan, Subscription
-from billing.services import plan_stripe_sync, subscriptions_reconcile
+from billing.services.plans import plan_stripe_sync
+from billing.services.webhooks import subscriptions_reconcile
 from tests.billing import stripe_fakes as fake
 from tests.factories import SubscriptionFactory
 
@@ -121,7 +122,7 @@ def test_saving_a_paid_plan_creates_its_product_and_price_and_a_new_amount_archi
 
 
 def test_a_user_on_a_comped_plan_is_told_instead_of_sent_to_a_portal_they_do_not_have(client, free_plan, pro_plan):
-    from billing.services import plan_comp
+    from billing.services.subscriptions import plan_comp
     from tests.factories import UserFactory
 
     user = UserFactory(email="partner@example.com")

@@ -12,7 +12,7 @@ from django.core.management import call_command
 
 from billing.models import Plan, Subscription, WebhookEvent
 from billing.selectors import entitlements_for
-from billing.services import plan_stripe_sync
+from billing.services.plans import plan_stripe_sync
 from billing.stripe_client import sign
 from core.models import AuditAction, AuditEvent
 from tests.billing import stripe_fakes as fake

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing.models import QuotaPeriod, Subscription, WebhookEvent
 from billing.selectors import entitlements_for
-from billing.services import webhook_receive
+from billing.services.webhooks import webhook_receive
 from billing.stripe_client import sign
 from tests.billing import stripe_fakes as fake
 

@@ -28,7 +28,7 @@ def main(users_per_plan: int) -> None:
     from accounts.apikeys import api_key_create
     from accounts.models import User
     from billing.models import Plan
-    from billing.services import plan_comp
+    from billing.services.subscriptions import plan_comp
 
     call_command("seed", verbosity=0)  # the default (Free) plan every user falls back to
     accounts = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.services import subscriptions_reconcile
+from billing.services.webhooks import subscriptions_reconcile
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from accounts.services import admin_ensure
-from billing.services import plans_seed
+from billing.services.plans import plans_seed
 
 
 class Command(BaseCommand):

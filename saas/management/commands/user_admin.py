@@ -5,7 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.models import User
 from accounts.services import user_unsuspend
 from billing.models import Plan
-from billing.services import plan_comp, quota_top_up
+from billing.services.ledger import quota_top_up
+from billing.services.subscriptions import plan_comp
 from core.errors import ApplicationError
 from saas.flows import account_suspend
 

@@ -1,0 +1,102 @@
+"""What a customer does with their subscription (Checkout, the Portal, closing the account) and
+the plans staff give without Stripe (comps). The payment provider is billing.gateway's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.gateway import billing_gateway
+from billing.models import BillingCustomer, Plan, Subscription, SubscriptionStatus
+from billing.selectors import entitlements_for
+from billing.services.ledger import quota_period_open
+from core.audit import audit_record
+from core.errors import ApplicationError, Conflict
+from core.models import AuditAction
+
+
+def customer_ensure(*, user) -> str:
+    """The user's Stripe customer id, created once (the idempotency key makes a race create one)."""
+    existing = BillingCustomer.objects.filter(user=user).first()
+    if existing is not None:
+        return existing.stripe_customer_id
+    customer_id = billing_gateway().customer_create(user=user)
+    record, _ = BillingCustomer.objects.get_or_create(user=user, defaults={"stripe_customer_id": customer_id})
+    return record.stripe_customer_id
+
+
+def checkout_start(*, user, plan: Plan, success_url: str, cancel_url: str) -> str:
+    """A Stripe Checkout session (mode subscription) for ``plan``; returns the URL to send the user to.
+    Nothing is granted here: only the webhook that Stripe sends after payment grants the plan.
+
+    One subscription per customer: refused while Stripe (not only the local mirror) shows the
+    customer a subscription that bills or may bill; an open session for the same plan is reused
+    and one for another plan expired, so two tabs cannot lead to two payments. The customer's row
+    is locked meanwhile, so two requests from two processes take turns."""
+    if not plan.is_active or not plan.stripe_price_id or plan.price_cents == 0:
+        raise ApplicationError(f"The {plan.name} plan cannot be bought.", code="plan_not_for_sale")
+    already = Conflict("You already have a subscription: change it in the billing portal.", code="already_subscribed")
+    if entitlements_for(user).subscription is not None:
+        raise already
+    if Subscription.objects.filter(user=user, is_comp=False, status__in=SubscriptionStatus.LIVE).exists():
+        raise already
+    customer_id = customer_ensure(user=user)
+    gateway = billing_gateway()
+    with transaction.atomic():
+        BillingCustomer.objects.select_for_update().get(user=user)
+        if gateway.subscription_live_exists(customer_id=customer_id):
+            raise already
+        return gateway.checkout_session_start(
+            user=user, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
+        )
+
+
+def portal_start(*, user, return_url: str) -> str:
+    """A Customer Portal session, where the customer changes or cancels the subscription; returns
+    the URL to send the user to. Stripe's Portal is refused while its settings would grant unpaid
+    tokens (billing.gateway.portal_configuration_problem)."""
+    customer = BillingCustomer.objects.filter(user=user).first()
+    if customer is None:
+        raise ApplicationError("You have no subscription to manage yet: pick a plan first.", code="no_customer")
+    return billing_gateway().portal_session_start(
+        user=user, customer_id=customer.stripe_customer_id, return_url=return_url
+    )
+
+
+def billing_close(*, user) -> None:
+    """Before an account is deleted: cancel every subscription the customer has in Stripe (asked
+    of Stripe, not only the mirror) and delete the Stripe customer with its cards. Raises
+    ApplicationError if Stripe cannot be told, so the caller deletes nothing; safe to call again
+    (a customer already deleted counts as done)."""
+    customer = BillingCustomer.objects.filter(user=user).first()
+    if customer is not None:
+        billing_gateway().customer_close(customer_id=customer.stripe_customer_id)
+    Subscription.objects.filter(user=user).exclude(status__in=SubscriptionStatus.ENDED).update(
+        status=SubscriptionStatus.CANCELED, canceled_at=timezone.now()
+    )
+
+
+def plan_comp(*, user, plan: Plan, days: int, granted_by=None) -> Subscription:
+    """Give ``plan`` for ``days`` without Stripe (partners, support): a subscription marked comp."""
+
+    if days <= 0:
+        raise ApplicationError("Comp a plan for at least one day.", param="days")
+    now = timezone.now()
+    with transaction.atomic():
+        subscription = Subscription.objects.create(
+            user=user,
+            plan=plan,
+            status=SubscriptionStatus.ACTIVE,
+            current_period_start=now,
+            current_period_end=now + timedelta(days=days),
+            is_comp=True,
+            paid_plan=plan,
+            paid_period_start=now,
+        )
+        # Each month of the comp is a period with the plan's allowance (entitlements_for): open
+        # the first one now so the meter shows it.
+        quota_period_open(user=user, entitlements=entitlements_for(user, now=now))
+        audit_record(action=AuditAction.PLAN_COMPED, user=user, actor=granted_by, plan=plan.slug, days=days)
+    return subscription
