@@ -247,6 +247,7 @@ def test_another_users_stream_is_404_and_takes_no_slot(capped_server, api_key, o
     for _ in range(STREAM_CAP + 1):
         response = _get(capped_server, f"/api/v1/jobs/{other.pk}/stream", _bearer(api_key))
         assert response.status == 404
+        assert json.loads(response.read())["error"]["code"] == "not_found"
         _close(response)
     mine = job_submit(user=owner, prompt="Hi", max_new_tokens=5)
     response = _get(capped_server, f"/api/v1/jobs/{mine.pk}/stream", _bearer(api_key))
