@@ -71,12 +71,13 @@ def test_deleting_asks_stripe_cancels_every_live_subscription_and_deletes_the_cu
 
     response = client.post("/account/delete/", {"confirm_email": EMAIL})
 
-    assert response.status_code == 302
+    assert response.status_code == 302 and response.url == "/"
     calls = [(r["method"], r["path"]) for r in stripe.requests]
     assert ("DELETE", "/v1/subscriptions/sub_NotInMirror001") in calls
     assert ("DELETE", "/v1/subscriptions/sub_Ended00000001") not in calls
     assert calls[-1] == ("DELETE", "/v1/customers/cus_TestCustomer0001")
     assert not User.objects.filter(email=EMAIL).exists()
+    assert "Your account and its data were deleted" in client.get(response.url).content.decode()
 
 
 def test_a_stripe_failure_deletes_nothing_and_keeps_the_user_signed_in(client, member, live_stripe):
@@ -88,7 +89,9 @@ def test_a_stripe_failure_deletes_nothing_and_keeps_the_user_signed_in(client, m
     assert "Your account was not deleted" in response.content.decode()
     assert User.objects.filter(email=EMAIL).exists()
     assert Subscription.objects.get(user=member).status == "active"
-    assert client.get("/account/").status_code == 200  # still signed in
+    account = client.get("/account/")
+    assert account.status_code == 200  # still signed in
+    assert EMAIL in account.content.decode()
 
 
 @pytest.mark.django_db(transaction=True)  # the streams go when the deletion commits
@@ -107,7 +110,7 @@ def test_after_deletion_no_row_holds_the_email_and_the_streams_are_gone(client, 
 
     response = client.post("/account/delete/", {"confirm_email": EMAIL})
 
-    assert response.status_code == 302
+    assert response.status_code == 302 and response.url == "/"
     assert _rows_holding(EMAIL) == []
     assert AuditEvent.objects.filter(action=AuditAction.ACCOUNT_DELETED, email=pseudonym(EMAIL)).exists()
     assert AuditEvent.objects.filter(action=AuditAction.LOGIN_FAILED, email=pseudonym(EMAIL)).exists()

@@ -30,6 +30,15 @@ STAFF_URLS = [
     "/admin/billing/webhookevent/",
     "/admin/core/auditevent/",
 ]
+# What each staff page shows at its top, so a test can tell the page itself from an error page.
+STAFF_PAGE_SHOWS = {
+    "/staff/business/": "<h1>Business</h1>",
+    "/admin/": "Site administration",
+    "/admin/accounts/user/": "Select user to change",
+    "/admin/inference/generationjob/": "Select generation job to change",
+    "/admin/billing/webhookevent/": "Select webhook event to change",
+    "/admin/core/auditevent/": "Select audit event to view",
+}
 
 
 @pytest.fixture
@@ -66,12 +75,20 @@ def _finish(user, *, status="length", completion=4, run_ms=None):
 def test_a_non_staff_user_gets_no_staff_page(client, plans, url):
     client.force_login(UserFactory(email="user@example.com"))
 
-    assert client.get(url).status_code == 404
+    response = client.get(url)
+
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "There is nothing here, or it is not yours to see." in page  # the site's own 404
+    assert STAFF_PAGE_SHOWS[url] not in page
 
 
 @pytest.mark.parametrize("url", STAFF_URLS)
 def test_staff_pages_open_for_staff(client, plans, staff, url):
-    assert client.get(url).status_code == 200
+    response = client.get(url)
+
+    assert response.status_code == 200
+    assert STAFF_PAGE_SHOWS[url] in response.content.decode()
 
 
 def test_the_dashboard_numbers_equal_sums_computed_independently(client, plans, staff):
@@ -126,17 +143,23 @@ def test_suspension_stops_a_queued_job_and_the_users_keys(plans):
     raw = ApiKeyFactory(user=user).raw
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    assert client.get("/api/v1/jobs").status_code == 200
+    before = client.get("/api/v1/jobs")
+    assert before.status_code == 200
+    assert [job["id"] for job in before.json()["results"]] == [str(queued.pk)]
 
     call_command("user_admin", user.email, "suspend", "spam")
 
     queued.refresh_from_db()
     assert queued.status == "cancelled"
     assert QuotaPeriod.objects.get(user=user).reserved == 0
-    assert client.get("/api/v1/jobs").status_code == 401
+    refused = client.get("/api/v1/jobs")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "account_disabled"
     assert AuditEvent.objects.filter(action="suspended", user=user).exists()
     call_command("user_admin", user.email, "unsuspend")
-    assert client.get("/api/v1/jobs").status_code == 200
+    after = client.get("/api/v1/jobs")
+    assert after.status_code == 200
+    assert [(job["id"], job["status"]) for job in after.json()["results"]] == [(str(queued.pk), "cancelled")]
 
 
 def test_a_suspended_user_cannot_sign_in(client, plans):

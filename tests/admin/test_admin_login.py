@@ -17,7 +17,9 @@ def test_the_admins_own_login_form_takes_no_password_and_sends_to_allauth(client
 
     assert page.status_code == 302 and page.url.startswith("/accounts/login/")
     assert attempt.status_code == 302 and attempt.url.startswith("/accounts/login/")
-    assert client.get("/admin/").status_code == 302  # still signed out
+    admin = client.get("/admin/")
+    assert admin.status_code == 302 and admin.url == "/admin/login/?next=/admin/"  # still signed out
+    assert "_auth_user_id" not in client.session
 
 
 def test_fifteen_bad_admin_logins_from_one_address_are_refused_with_429(client, staff_user):
@@ -30,6 +32,8 @@ def test_fifteen_bad_admin_logins_from_one_address_are_refused_with_429(client, 
     assert statuses[-1] == 429
     right = client.post("/accounts/login/?next=/admin/", {"login": staff_user.email, "password": PASSWORD})
     assert right.status_code == 429  # the right password is refused too while limited
+    assert "Too many failed login attempts" in right.content.decode()
+    assert "_auth_user_id" not in client.session
 
 
 def test_staff_without_two_factor_must_enrol_before_the_admin_opens(client, staff_user, settings):
@@ -42,8 +46,9 @@ def test_staff_without_two_factor_must_enrol_before_the_admin_opens(client, staf
 
     TOTP.activate(staff_user, generate_totp_secret())
 
-    assert client.get("/admin/").status_code == 200
-    assert client.get("/staff/business/").status_code == 200
+    admin, business = client.get("/admin/"), client.get("/staff/business/")
+    assert admin.status_code == 200 and "Site administration" in admin.content.decode()
+    assert business.status_code == 200 and 'data-testid="mrr"' in business.content.decode()
 
 
 def test_staff_two_factor_is_required_by_default_in_production():

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from accounts.apikeys import api_key_create, looks_valid
 from accounts.models import ApiKey
 from inference.models import GenerationJob
-from tests.factories import ApiKeyFactory
+from tests.factories import ApiKeyFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +47,7 @@ def test_a_malformed_key_is_refused_without_touching_the_database(django_assert_
 
 
 def test_the_key_is_shown_once_on_the_keys_page(client, owner):
+    job = JobFactory(user=owner)
     client.force_login(owner)
 
     created = client.post("/account/api/", {"name": "ci", "scope": "write"})
@@ -54,7 +55,9 @@ def test_the_key_is_shown_once_on_the_keys_page(client, owner):
 
     assert raw in created.content.decode()
     assert raw not in client.get("/account/api/").content.decode()
-    assert _client(raw).get("/api/v1/jobs").status_code == 200
+    listing = _client(raw).get("/api/v1/jobs")
+    assert listing.status_code == 200
+    assert [j["id"] for j in listing.json()["results"]] == [str(job.pk)]  # the key acts for its owner
 
 
 def test_revoked_and_expired_keys_get_401(client, owner, api_key):
@@ -73,13 +76,17 @@ def test_revoked_and_expired_keys_get_401(client, owner, api_key):
 
 
 def test_a_read_only_key_can_read_but_not_create(owner):
+    job = JobFactory(user=owner)
     _, raw = api_key_create(user=owner, name="dashboards", scope="read")
     client = _client(raw)
 
-    assert client.get("/api/v1/jobs").status_code == 200
+    listing = client.get("/api/v1/jobs")
+    assert listing.status_code == 200
+    assert [j["id"] for j in listing.json()["results"]] == [str(job.pk)]
     refused = client.post("/api/v1/jobs", {"prompt": "Hi"}, format="json")
     assert refused.status_code == 403
     assert "read-only" in refused.json()["error"]["message"]
+    assert list(GenerationJob.objects.values_list("pk", flat=True)) == [job.pk]  # nothing was queued
 
 
 def test_a_key_in_the_query_string_is_refused(api_key):

@@ -124,10 +124,18 @@ def test_another_users_job_is_404_through_the_api(api, owner, other_user):
     other = job_submit(user=other_user, prompt="Hi", max_new_tokens=5)
 
     assert api.get(f"/api/v1/jobs/{other.pk}").status_code == 404
-    assert api.post(f"/api/v1/jobs/{other.pk}/cancel").status_code == 404
+    cancel = api.post(f"/api/v1/jobs/{other.pk}/cancel")
+    assert cancel.status_code == 404
     assert api.get(f"/api/v1/jobs/{other.pk}").json()["error"]["type"] == "not_found_error"
+    assert cancel.json()["error"] == {
+        "message": "Not found.",
+        "type": "not_found_error",
+        "param": None,
+        "code": "not_found",
+    }
     other.refresh_from_db()
     assert other.status == "queued"
+    assert QuotaPeriod.objects.get(user=other_user).reserved == other.tokens_reserved > 0
 
 
 def test_usage_reports_the_period_and_days(api):
@@ -163,10 +171,13 @@ def test_a_nul_character_is_a_clear_400_not_a_server_error(api, body):
 
     assert response.status_code == 400
     assert "NUL" in response.json()["error"]["message"] or "null" in response.json()["error"]["message"].lower()
+    assert not GenerationJob.objects.exists()
 
 
 def test_list_filters_are_validated(api):
-    assert api.get("/api/v1/jobs", {"q": "a\x00b"}).status_code == 400
+    nul = api.get("/api/v1/jobs", {"q": "a\x00b"})
+    assert nul.status_code == 400
+    assert nul.json()["error"]["param"] == "q"
     assert api.get("/api/v1/jobs", {"status": "sleeping"}).json()["error"]["param"] == "status"
 
 
@@ -180,4 +191,5 @@ def test_a_signed_in_user_without_api_access_cannot_use_the_api_by_session(clien
 
     assert (listing.status_code, submit.status_code) == (403, 403)
     assert "does not include API access" in listing.json()["error"]["message"]
+    assert "does not include API access" in submit.json()["error"]["message"]
     assert not GenerationJob.objects.exists()

@@ -92,14 +92,24 @@ def test_a_failed_renewal_payment_puts_the_subscription_in_its_grace_period(clie
     assert entitlements_for(customer).in_grace
 
 
-def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, pro_plan):
+def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, pro_plan, monkeypatch):
+    delivered = []
+    monkeypatch.setattr("billing.tasks.sandbox_deliver.delay", lambda url, events: delivered.append(events))
     client.force_login(customer)
-    assert client.get("/billing/sandbox/checkout/forged-token/").status_code == 404
+    forged = client.get("/billing/sandbox/checkout/forged-token/")
+    assert forged.status_code == 404
+    assert "Subscribe to Pro" not in forged.content.decode()
 
     other = sandbox.checkout_url(
         user=type(customer)(pk=customer.pk + 1000), plan=pro_plan, customer_id="cus_x", success_url="/", cancel_url="/"
     )
-    assert client.get(other).status_code == 404
+    foreign = client.get(other)
+    assert foreign.status_code == 404
+    assert "Subscribe to Pro" not in foreign.content.decode()
+    # Paying through either link sends Stripe's events for nobody.
+    for link in ("/billing/sandbox/checkout/forged-token/", other):
+        assert client.post(link, {"action": "pay"}).status_code == 404
+    assert delivered == []
 
 
 def test_the_sandbox_events_are_shaped_like_the_pinned_api_version(customer, pro_plan):

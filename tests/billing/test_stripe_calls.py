@@ -36,7 +36,7 @@ def test_subscribing_creates_the_customer_once_and_a_checkout_session_for_the_pl
     second = client.post("/billing/subscribe/pro/")
 
     assert first.status_code == second.status_code == 302
-    assert first.url == "https://checkout.stripe.com/c/pay/cs_test_1"
+    assert first.url == second.url == "https://checkout.stripe.com/c/pay/cs_test_1"
     customers = [r for r in stripe.requests if r["path"] == "/v1/customers"]
     sessions = [r for r in stripe.requests if r["path"] == "/v1/checkout/sessions" and r["method"] == "POST"]
     assert len(customers) == 1  # created once, then reused
@@ -132,4 +132,6 @@ def test_a_user_on_a_comped_plan_is_told_instead_of_sent_to_a_portal_they_do_not
     response = client.post("/billing/subscribe/pro/", follow=True)
 
     assert response.status_code == 200
+    assert response.redirect_chain == [("/billing/", 302)]
     assert "granted by Inkwell" in response.content.decode()
+    assert list(Subscription.objects.filter(user=user).values_list("plan", "is_comp")) == [(pro_plan.pk, True)]

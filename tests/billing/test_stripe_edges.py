@@ -169,6 +169,8 @@ def test_a_stripe_error_on_checkout_or_portal_is_a_message_not_a_500(client, cus
     for response in (checkout, portal):
         assert response.status_code == 200
         assert "Nothing was charged; please try again" in response.content.decode()
+        assert response.redirect_chain == [("/pricing/", 302)]
+    assert not Subscription.objects.filter(user=customer).exists()
 
 
 def test_reconcile_skips_and_reports_what_it_cannot_apply_and_goes_on(customer, pro_plan, team_plan, live_stripe):

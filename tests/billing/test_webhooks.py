@@ -57,6 +57,7 @@ def test_a_stale_signature_is_refused(client, customer):
     response = fake.deliver(client, payload, signature=fake.stale_signature(payload))
 
     assert response.status_code == 400
+    assert not WebhookEvent.objects.exists()
     assert not Subscription.objects.exists()
 
 
@@ -155,6 +156,7 @@ def test_an_invoice_before_its_subscription_asks_stripe_to_retry(client, custome
 
     assert response.status_code == 503
     assert WebhookEvent.objects.get().status == "failed"
+    assert not QuotaPeriod.objects.filter(user=customer).exists()  # no tokens until it is applied
 
 
 def test_invoice_paid_twice_for_a_new_period_resets_the_allowance_once(client, customer):

@@ -122,7 +122,9 @@ def test_downloads_carry_the_output(signed_in, owner):
     assert text.content.decode() == "the whole answer"
     assert text["Content-Disposition"] == f'attachment; filename="inkwell-{job.pk}.txt"'
     assert "## Output\n\nthe whole answer" in markdown.content.decode()
-    assert signed_in.get(f"/jobs/{job.pk}/download.exe").status_code == 404
+    other_format = signed_in.get(f"/jobs/{job.pk}/download.exe")
+    assert other_format.status_code == 404
+    assert "the whole answer" not in other_format.content.decode()
 
 
 @pytest.mark.parametrize(
@@ -139,13 +141,25 @@ def test_downloads_carry_the_output(signed_in, owner):
 )
 def test_another_users_job_is_a_404_and_nothing_changes(client, owner, method, path, other_user):
     job = _finished(owner)
+    charged = job.tokens_charged
+    # A job still in the queue as well: one that a cancel would stop, had it been allowed.
+    waiting = job_submit(user=owner, prompt="Still waiting", max_new_tokens=10)
+    ledger = QuotaPeriod.objects.filter(user=owner).values("used", "reserved").get()
     client.force_login(other_user)
 
     response = getattr(client, method)(path.format(id=job.pk))
+    waiting_response = getattr(client, method)(path.format(id=waiting.pk))
 
     assert response.status_code == 404
+    assert waiting_response.status_code == 404
+    for page in (response.content.decode(), waiting_response.content.decode()):
+        assert not any(text in page for text in ("The lighthouse keeper", "wrote a letter", "Still waiting"))
     job.refresh_from_db()
     assert job.output_text == "wrote a letter" and job.deleted_at is None
+    assert (job.status, job.prompt, job.tokens_charged) == (JobStatus.SUCCEEDED, "The lighthouse keeper", charged)
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.prompt, waiting.deleted_at) == (JobStatus.QUEUED, "Still waiting", None)
+    assert QuotaPeriod.objects.filter(user=owner).values("used", "reserved").get() == ledger
 
 
 def test_the_usage_page_and_csv_show_the_users_tokens(signed_in, owner):
@@ -196,9 +210,21 @@ def test_replying_to_a_chat_carries_the_conversation_into_the_form(signed_in, ow
     assert "They run to the sea." in page.content.decode()
 
 
-@pytest.mark.parametrize("url", ["/account/", "/accounts/2fa/", "/accounts/sessions/", "/billing/", "/usage/"])
-def test_the_account_pages_render_for_a_signed_in_user(signed_in, url):
-    assert signed_in.get(url).status_code == 200
+@pytest.mark.parametrize(
+    ("url", "shows"),
+    [
+        ("/account/", "owner@example.com"),
+        ("/accounts/2fa/", "Two-Factor Authentication"),
+        ("/accounts/sessions/", "Sessions"),
+        ("/billing/", "Your plan: Free"),
+        ("/usage/", 'data-testid="period-total">0<'),
+    ],
+)
+def test_the_account_pages_render_for_a_signed_in_user(signed_in, url, shows):
+    response = signed_in.get(url)
+
+    assert response.status_code == 200
+    assert shows in response.content.decode()
 
 
 CHAT_FORM = {"model": "inkwell-tiny", "mode": "chat", "message": "And then?", "max_new_tokens": 5, "temperature": 0.7,
@@ -269,7 +295,7 @@ def test_the_token_counter_refuses_more_than_a_job_may_hold(signed_in):
     )  # fmt: skip
 
     assert counted.status_code == 413 and "over 200,000 characters" in counted.json()["error"]
-    assert chat.status_code == 413
+    assert chat.status_code == 413 and "over 200,000 characters" in chat.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -292,7 +318,9 @@ def test_the_token_counter_is_rate_limited_per_user(signed_in, client, settings)
 
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert "Counting paused" in answers[-1].json()["error"] and 0 < answers[-1].json()["retry_after"] <= 60
-    assert other.post("/generate/count/", body).status_code == 200
+    counted_for_other = other.post("/generate/count/", body)
+    assert counted_for_other.status_code == 200
+    assert counted_for_other.json()["tokens"] == answers[0].json()["tokens"] > 0
 
 
 def test_the_token_counter_counts_without_redis(signed_in, monkeypatch, settings):
@@ -303,6 +331,7 @@ def test_the_token_counter_counts_without_redis(signed_in, monkeypatch, settings
     answers = [signed_in.post("/generate/count/", {"model": "inkwell-tiny", "prompt": "Hi"}) for _ in range(2)]
 
     assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json()["tokens"] == answers[1].json()["tokens"] > 0
 
 
 def test_surrogate_bytes_in_a_form_field_arrive_as_the_replacement_character(signed_in, owner):
@@ -326,3 +355,4 @@ def test_the_token_counter_refuses_a_malformed_conversation(signed_in, history):
 
     assert response.status_code == 400
     assert "error" in response.json()
+    assert "The conversation could not be read" in response.json()["error"]

@@ -210,6 +210,8 @@ def test_a_stream_that_ends_with_its_job_frees_its_slot(capped_server, api_key, 
 
     fresh = _get(capped_server, f"/api/v1/jobs/{jobs[0].pk}/stream", _bearer(api_key))
     assert fresh.status == 200
+    events = _events(fresh)[0]  # the finished job's text and end, straight away
+    assert events[0] == ("snapshot", {"text": "and then"}) and events[-1][1]["status"] == "succeeded"
 
 
 def test_the_page_stream_counts_against_the_same_cap_and_is_429_past_it(capped_server, api_key, owner):
@@ -247,10 +249,12 @@ def test_another_users_stream_is_404_and_takes_no_slot(capped_server, api_key, o
     for _ in range(STREAM_CAP + 1):
         response = _get(capped_server, f"/api/v1/jobs/{other.pk}/stream", _bearer(api_key))
         assert response.status == 404
+        assert json.loads(response.read())["error"]["code"] == "not_found"
         _close(response)
     mine = job_submit(user=owner, prompt="Hi", max_new_tokens=5)
     response = _get(capped_server, f"/api/v1/jobs/{mine.pk}/stream", _bearer(api_key))
     assert response.status == 200
+    assert _events(response, until="status")[0] == [("status", {"status": "queued"})]
 
 
 def test_without_redis_the_rest_stream_reads_the_database_and_ends(redisless_server, api_key, owner):

@@ -60,6 +60,7 @@ def test_healthz_names_the_worker_when_its_heartbeat_is_stale(client, swept):
 
     assert response.status_code == 503
     assert response.json()["down"] == ["worker"]
+    assert response.json()["checks"]["worker"]["error"] == "no worker has sent a heartbeat recently"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -69,6 +70,7 @@ def test_a_real_worker_process_reports_its_heartbeat(client, celery_worker, swep
     response = client.get("/healthz")
 
     assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["worker"] == {"ok": True}
 
 
 @pytest.mark.django_db
@@ -76,7 +78,8 @@ def test_healthz_names_maintenance_when_no_sweep_has_finished_lately(client, set
     _fresh_worker()
     settings.MAINTENANCE_STALE_SECONDS = 1
     sweep_mark()  # kept for MAINTENANCE_STALE_SECONDS only
-    assert client.get("/healthz").status_code == 200
+    fresh = client.get("/healthz")
+    assert fresh.status_code == 200 and fresh.json()["down"] == []
 
     wait_until(lambda: client.get("/healthz").status_code == 503, timeout=5, what="the sweep to be stale")
 
