@@ -49,8 +49,8 @@ def test_the_name_check_finds_the_missing_import_of_os():
     assert _unbound_names('import openai\nkey = os.environ["K"]\nprint(openai, key)') == {"os"}
 
 
-def test_the_python_example_compiles_and_imports_every_name_it_uses(client, developer):
-    python = _snippets(client, developer)["python"]
+def test_the_python_example_compiles_and_imports_every_name_it_uses(client, owner):
+    python = _snippets(client, owner)["python"]
 
     compile(python, "quick-start.py", "exec")
     assert _unbound_names(python) == set()
@@ -61,24 +61,24 @@ def _environment(api_key: str) -> dict[str, str]:
     return {**os.environ, "INKWELL_API_KEY": api_key}
 
 
-def test_the_python_example_runs_against_the_live_server(client, web_server, celery_worker, developer, api_key):
-    python = _snippets(client, developer, host=urlsplit(web_server.url).netloc)["python"]
+def test_the_python_example_runs_against_the_live_server(client, web_server, celery_worker, owner, api_key):
+    python = _snippets(client, owner, host=urlsplit(web_server.url).netloc)["python"]
 
     run = subprocess.run(
         [sys.executable, "-c", python], env=_environment(api_key), capture_output=True, text=True, timeout=120
     )
 
     assert run.returncode == 0, run.stderr
-    job = GenerationJob.objects.get(user=developer)
+    job = GenerationJob.objects.get(user=owner)
     assert job.source == "openai" and job.model == next(iter(settings.INFERENCE_MODELS))
     assert job.messages == [{"role": "user", "content": "Write a welcome line."}]
     assert run.stdout == job.output_text + "\n"
 
 
 def test_the_curl_example_submits_a_job_with_a_fresh_idempotency_key_each_time(
-    client, web_server, celery_worker, developer, api_key
+    client, web_server, celery_worker, owner, api_key
 ):
-    curl = _snippets(client, developer, host=urlsplit(web_server.url).netloc)["curl"]
+    curl = _snippets(client, owner, host=urlsplit(web_server.url).netloc)["curl"]
 
     answers = [
         subprocess.run(["sh", "-c", curl], env=_environment(api_key), capture_output=True, text=True, timeout=60)
