@@ -17,7 +17,8 @@ from django.test import Client
 from accounts.apikeys import api_key_create
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob
-from inference.services import JobOutcome, job_claim, job_finish, job_submit
+from inference.outcome import JobOutcome
+from inference.services import job_claim, job_finish, job_submit
 from tests.factories import PlanFactory, UserFactory
 from tests.support import free_port, start_web, wait_until
 
