@@ -20,8 +20,11 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.installed-run
 	$(PY) manage.py serve
 
+# The engine's tests first, without Django (no settings, database or Redis: the engine needs none),
+# then the rest of the suite.
 test: $(VENV)/.installed-dev
-	INKWELL_ENV=test $(PY) -m pytest $(PYTEST_ARGS)
+	INKWELL_ENV=test $(PY) -m pytest -p no:django tests/engine
+	INKWELL_ENV=test $(PY) -m pytest --ignore=tests/engine $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .

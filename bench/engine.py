@@ -31,17 +31,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 from transformers import LogitsProcessor
 
-from inference.engine.demo import CORPUS, build_demo_model
-from inference.engine.registry import ModelSpec, load_model
-from inference.engine.scheduler import Engine
-from inference.engine.types import GenerationRequest, SamplingParams
+from inference.engine import (
+    DEMO_CORPUS,
+    Engine,
+    GenerationRequest,
+    ModelSpec,
+    SamplingParams,
+    build_demo_model,
+    load_model,
+)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "var" / "models" / "bench-gpt2"
 
 
 def make_jobs(tokenizer, count: int, seed: int = 7) -> list[tuple[list[int], int]]:
     rng = random.Random(seed)
-    corpus = tokenizer(CORPUS.read_text()).input_ids
+    corpus = tokenizer(DEMO_CORPUS.read_text()).input_ids
     jobs = []
     for _ in range(count):
         length = rng.randint(8, 128)

@@ -35,7 +35,7 @@ from django.core.management import call_command
 
 from accounts.models import User
 from billing.models import Plan
-from inference import runtime, services
+from inference import executor, services
 from inference.models import FINAL_STATUSES, GenerationJob
 from saas.celery import ALL_QUEUES
 from saas.embedded import EmbeddedRedis, die_with_parent
@@ -118,7 +118,7 @@ def direct(user: User, n: int) -> tuple[list[float], float]:
     for _ in range(n):
         job = services.job_submit(user=user, prompt="Hello", max_new_tokens=1)
         claimed = services.job_claim(job_id=job.pk, worker="direct")
-        services.job_finish(job=claimed, outcome=runtime.execute(claimed))
+        services.job_finish(job=claimed, outcome=executor.execute(claimed))
         ids.append(job.pk)
     return claim_latencies(ids), n / (time.perf_counter() - start)
 

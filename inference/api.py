@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import timedelta
 
-from django.db import IntegrityError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -20,7 +17,7 @@ from core.api import JSONParser
 from core.errors import ApplicationError
 from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import job_history, jobs_of, usage_by_day
-from inference.services import job_cancel, job_submit, rate_limit_status
+from inference.services import CHAT_ROLES, job_cancel, job_submit, rate_limit_status, request_hash_of
 
 
 def request_entitlements(user):
@@ -103,7 +100,7 @@ class WholeNumberField(serializers.IntegerField):
 
 
 class MessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "user", "assistant"])
+    role = serializers.ChoiceField(choices=list(CHAT_ROLES))
     content = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 
@@ -157,10 +154,6 @@ class JobSerializer(serializers.ModelSerializer):
         return f"/api/v1/jobs/{job.pk}/stream"
 
 
-def _request_hash(data) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class JobListCreateView(InkwellAPIView, GenericAPIView):
     serializer_class = JobSerializer
 
@@ -196,26 +189,10 @@ class JobListCreateView(InkwellAPIView, GenericAPIView):
         if "messages" in data:
             data["messages"] = [dict(m) for m in data["messages"]]
         key = request.headers.get("Idempotency-Key", "")[:255]
-        digest = _request_hash(data) if key else ""
-        if key:
-            existing = jobs_of(request.user).filter(idempotency_key=key).first()
-            if existing is not None:
-                return self._replay(existing, digest)
-        try:
-            job = job_submit(user=request.user, source=JobSource.API, idempotency_key=key, request_hash=digest, **data)
-        except IntegrityError:
-            # The same key arrived twice at once: the other request made the job.
-            return self._replay(GenerationJob.objects.get(user=request.user, idempotency_key=key), digest)
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
-
-    def _replay(self, job: GenerationJob, digest: str) -> Response:
-        if job.request_hash != digest:
-            raise ApplicationError(
-                "This Idempotency-Key was used with a different request body; use a new key for a new request.",
-                code="idempotency_key_reused",
-                status_code=422,
-            )
-        return Response(JobSerializer(job).data, status=status.HTTP_200_OK)
+        digest = request_hash_of(data) if key else ""
+        # A retry with the same key gets the job its first request made (200), not a second one.
+        job = job_submit(user=request.user, source=JobSource.API, idempotency_key=key, request_hash=digest, **data)
+        return Response(JobSerializer(job).data, status=status.HTTP_200_OK if job.replayed else status.HTTP_201_CREATED)
 
 
 class JobDetailView(InkwellAPIView):

@@ -10,14 +10,21 @@ from pathlib import Path
 
 from django.conf import settings
 
+from billing.selectors import Entitlements
 from core.errors import ApplicationError
-from inference.engine.tokenization import TokenizerCache
+from inference.engine import TokenizerCache, context_window, model_config
 
 _tokenizers = TokenizerCache()
 
 
 def model_names() -> list[str]:
     return list(settings.INFERENCE_MODELS)
+
+
+def runnable_models(entitlements: Entitlements) -> list[str]:
+    """The plan's models that this server runs, in the plan's order: what its user may pick (the
+    first one when they pick none)."""
+    return [m for m in entitlements.allowed_models if m in settings.INFERENCE_MODELS]
 
 
 def tokenizer_for(name: str):
@@ -31,17 +38,9 @@ def tokenizer_for(name: str):
 
 @functools.cache
 def max_context(name: str) -> int:
-    """The model's context window, read from its config without loading the weights."""
-    from transformers import AutoConfig
-
-    source = settings.INFERENCE_MODELS[name]
-    config = AutoConfig.from_pretrained(source)
-    text = config.get_text_config()
-    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(text, attribute, None)
-        if value:
-            return int(value)
-    return int(tokenizer_for(name).model_max_length)
+    """The model's context window, read from its config without loading the weights, by the rule
+    the engine refuses requests by (so the web never admits a prompt the engine would refuse)."""
+    return context_window(model_config(settings.INFERENCE_MODELS[name]), tokenizer_for(name))
 
 
 def has_chat_template(name: str) -> bool:

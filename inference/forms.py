@@ -28,6 +28,17 @@ def parse_history(raw: str) -> list[dict]:
     return [{"role": turn["role"], "content": turn["content"]} for turn in turns]
 
 
+def chat_messages(*, system: str | None, history: list[dict], message: str | None) -> list[dict]:
+    """The chat as job_submit takes it, from the chat form's parts: the system instructions (if
+    any are written), the turns so far, and the user's new message."""
+    messages = []
+    if (system or "").strip():
+        messages.append({"role": "system", "content": system})
+    messages.extend(history)
+    messages.append({"role": "user", "content": message or ""})
+    return messages
+
+
 class GenerateForm(forms.Form):
     """Shapes and types only; every rule of the plan and the model is checked by job_submit."""
 
@@ -90,12 +101,9 @@ class GenerateForm(forms.Form):
             "seed": data.get("seed"),
         }
         if data["mode"] == "chat":
-            messages = []
-            if (data.get("system") or "").strip():
-                messages.append({"role": "system", "content": data["system"]})
-            messages.extend(data["history"])
-            messages.append({"role": "user", "content": data.get("message") or ""})
-            params["messages"] = messages
+            params["messages"] = chat_messages(
+                system=data.get("system"), history=data["history"], message=data.get("message")
+            )
         else:
             params["prompt"] = data.get("prompt") or ""
         return params

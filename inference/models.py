@@ -99,6 +99,9 @@ class GenerationJob(models.Model):
     # The user deleted the job: its texts are gone, its numbers stay for usage and billing.
     deleted_at = models.DateTimeField(null=True, blank=True)
 
+    # Not a column: job_submit sets it on a job that it returned again for a repeated Idempotency-Key.
+    replayed = False
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [

@@ -5,11 +5,9 @@ holds no thread and no database connection while the worker generates."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -20,19 +18,23 @@ from billing.permissions import api_user
 from billing.selectors import entitlements_for
 from core.api import body_too_large, error_body, parse_json
 from core.errors import ApplicationError
+from inference import catalog
 from inference.api import api_headers
-from inference.models import GenerationJob, JobSource, JobStatus
-from inference.selectors import job_of_async
-from inference.services import job_submit
-from inference.views import (
+from inference.live import (
+    KEEPALIVE_COMMENT,
     StreamSlot,
-    _release_database,
     event_stream_response,
+    final_job,
     follow_job,
     holding,
     job_events,
+    release_database,
+    sse_data,
     too_many_streams,
 )
+from inference.models import GenerationJob, JobSource, JobStatus
+from inference.selectors import job_of_async
+from inference.services import job_submit
 
 COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "n", "user"}
 # Inkwell's own sampling controls, accepted as extensions.
@@ -71,7 +73,7 @@ async def _authenticate(request, *, write: bool = False):
 
 async def _with_headers(response, user):
     headers = await sync_to_async(api_headers)(user)
-    await _release_database()
+    await release_database()
     for name, value in headers.items():
         response[name] = value
     return response
@@ -138,13 +140,6 @@ def _usage(job: GenerationJob) -> dict:
     }
 
 
-async def _final_job(job: GenerationJob) -> GenerationJob:
-    async for kind, data in follow_job(job):
-        if kind == "end":
-            return data
-    return job
-
-
 def _failed(job: GenerationJob) -> JsonResponse:
     return _error(500, job.error_message or "The generation failed.", type="server_error", code="generation_failed")
 
@@ -152,7 +147,7 @@ def _failed(job: GenerationJob) -> JsonResponse:
 async def _handle(request, *, chat: bool):
     user, failure = await _authenticate(request, write=True)
     if failure is not None:
-        await _release_database()
+        await release_database()
         return failure
     slot = None
     try:
@@ -190,8 +185,8 @@ async def _handle(request, *, chat: bool):
     if slot is not None:
         chunks = _chunks(job, chat=chat, created=created, include_usage=bool(stream_options.get("include_usage")))
         return await _with_headers(event_stream_response(holding(slot, chunks)), user)
-    await _release_database()
-    job = await _final_job(job)
+    await release_database()
+    job = await final_job(job)
     if job.status == JobStatus.FAILED:
         return await _with_headers(_failed(job), user)
     if chat:
@@ -216,7 +211,7 @@ async def _chunks(job: GenerationJob, *, chat: bool, created: int, include_usage
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+        return sse_data({**base, "choices": [choice]})
 
     if chat:
         yield chunk(None, None, first=True)
@@ -226,27 +221,27 @@ async def _chunks(job: GenerationJob, *, chat: bool, created: int, include_usage
             # The worker died and the job started over: text already sent cannot be taken back.
             body = error_body("The generation was interrupted and restarted; retry the request.",
                               type="server_error", code="generation_restarted")  # fmt: skip
-            yield f"data: {json.dumps(body)}\n\n"
-            yield "data: [DONE]\n\n"
+            yield sse_data(body)
+            yield sse_data("[DONE]")
             return
         if kind in ("snapshot", "delta"):
             sent += data
             yield chunk(data, None)
         elif kind == "keepalive":
-            yield ": keep-alive\n\n"
+            yield KEEPALIVE_COMMENT
         elif kind == "end":
             if data.status == JobStatus.FAILED:
                 body = error_body(data.error_message or "The generation failed.", type="server_error",
                                   code="generation_failed")  # fmt: skip
-                yield f"data: {json.dumps(body)}\n\n"
+                yield sse_data(body)
             else:
                 missing = data.output_text[len(sent) :] if data.output_text.startswith(sent) else ""
                 if missing:
                     yield chunk(missing, None)
                 yield chunk(None, _finish_reason(data))
                 if include_usage:
-                    yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(data)})}\n\n"
-            yield "data: [DONE]\n\n"
+                    yield sse_data({**base, "choices": [], "usage": _usage(data)})
+            yield sse_data("[DONE]")
             return
 
 
@@ -267,10 +262,10 @@ async def chat_completions(request):
 async def models(request):
     user, failure = await _authenticate(request)
     if failure is not None:
-        await _release_database()
+        await release_database()
         return failure
     entitlements = await sync_to_async(entitlements_for)(user)
-    names = [m for m in entitlements.allowed_models if m in settings.INFERENCE_MODELS]
+    names = catalog.runnable_models(entitlements)
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "inkwell"} for name in names]
     return await _with_headers(JsonResponse({"object": "list", "data": data}), user)
 
@@ -280,10 +275,10 @@ async def api_job_stream(request, job_id):
     user's job, 429 past MAX_STREAMS_PER_USER)."""
     user, failure = await _authenticate(request)
     if failure is not None:
-        await _release_database()
+        await release_database()
         return failure
     job = await job_of_async(user, job_id)
-    await _release_database()
+    await release_database()
     if job is None:
         return _error(404, "Not found.", type="not_found_error", code="not_found")
     slot = await StreamSlot.take(user.pk)

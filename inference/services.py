@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from billing.models import QuotaPeriod, UsageRecord
+from billing.models import Plan, QuotaPeriod, UsageRecord
 from billing.selectors import Entitlements, entitlements_for
 from billing.services.ledger import quota_period_open, quota_reserve, quota_settle
 from core.errors import ApplicationError, RateLimited
 from inference import catalog, streams
 from inference.broker import broker_epoch
-from inference.engine.types import MIN_TEMPERATURE
+from inference.engine import MIN_TEMPERATURE
 from inference.models import (
     ACTIVE_STATUSES,
     FinishReason,
@@ -28,9 +31,14 @@ from inference.models import (
     JobStatus,
     Worker,
 )
-from inference.selectors import workers_alive
+from inference.outcome import JobOutcome
+from inference.selectors import jobs_of, workers_alive
 
 logger = logging.getLogger(__name__)
+
+# The generation task (inference/tasks.py), sent by its name: this module never imports the tasks,
+# which import it.
+RUN_GENERATION_TASK = "inference.run_generation"
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 64
@@ -183,6 +191,25 @@ def _rate_limit(user, per_minute: int) -> None:
         )
 
 
+def request_hash_of(params: dict) -> str:
+    """A fingerprint of a request's parameters: a retry (same Idempotency-Key, same request) has
+    the same one, a key reused for another request does not."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _replayed(job: GenerationJob, request_hash: str) -> GenerationJob:
+    """The job an Idempotency-Key already made, returned again; refused if the key now comes with
+    another request."""
+    if job.request_hash != request_hash:
+        raise ApplicationError(
+            "This Idempotency-Key was used with a different request body; use a new key for a new request.",
+            code="idempotency_key_reused",
+            status_code=422,
+        )
+    job.replayed = True
+    return job
+
+
 def job_submit(
     *,
     user,
@@ -205,10 +232,19 @@ def job_submit(
 
     Everything that can be refused is refused before anything is written; the reservation, the
     concurrency check and the insert are one transaction; the task is sent after the commit.
+
+    With an ``idempotency_key``, a request already accepted under that key (``request_hash`` says
+    whether it is the same request: ``request_hash_of``) returns its job again, with
+    ``job.replayed`` set, and changes nothing; the same key with another request is refused (422).
     """
+    if idempotency_key:
+        # Before any check: a retry of an accepted request is answered as it was, not judged again.
+        existing = jobs_of(user).filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replayed(existing, request_hash)
     entitlements = entitlements or entitlements_for(user)
     if model is None or model == "":
-        available = [m for m in entitlements.allowed_models if m in settings.INFERENCE_MODELS]
+        available = catalog.runnable_models(entitlements)
         if not available:
             raise ApplicationError("Your plan includes no model that this server runs.", code="model_not_allowed")
         model = available[0]
@@ -280,52 +316,56 @@ def job_submit(
     _rate_limit(user, entitlements.requests_per_minute)
 
     tokens = prompt_tokens + max_new_tokens
-    with transaction.atomic():
-        period = quota_period_open(user=user, entitlements=entitlements)
-        # Lock the ledger row: concurrent submits of one user are serialised from here on, so the
-        # concurrency count below cannot be raced past.
-        QuotaPeriod.objects.select_for_update().get(pk=period.pk)
-        active = GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES).count()
-        if active >= entitlements.max_concurrent_jobs:
-            raise RateLimited(
-                f"You have {active} jobs queued or running; your plan allows {entitlements.max_concurrent_jobs} "
-                "at once. Wait for one to finish or cancel one.",
-                code="concurrency_limit_exceeded",
+    try:
+        with transaction.atomic():
+            period = quota_period_open(user=user, entitlements=entitlements)
+            # Lock the ledger row: concurrent submits of one user are serialised from here on, so the
+            # concurrency count below cannot be raced past.
+            QuotaPeriod.objects.select_for_update().get(pk=period.pk)
+            active = GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES).count()
+            if active >= entitlements.max_concurrent_jobs:
+                raise RateLimited(
+                    f"You have {active} jobs queued or running; your plan allows {entitlements.max_concurrent_jobs} "
+                    "at once. Wait for one to finish or cancel one.",
+                    code="concurrency_limit_exceeded",
+                )
+            quota_reserve(period=period, tokens=tokens)
+            job = GenerationJob.objects.create(
+                user=user,
+                source=source,
+                model=model,
+                prompt=prompt or "",
+                messages=messages,
+                max_new_tokens=max_new_tokens,
+                temperature=float(temperature),
+                top_p=float(top_p),
+                top_k=top_k,
+                repetition_penalty=float(repetition_penalty),
+                stop=stop,
+                seed=seed,
+                prompt_tokens=prompt_tokens,
+                quota_period=period,
+                tokens_reserved=tokens,
+                queue=entitlements.queue,
+                plan_slug=entitlements.plan.slug,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                enqueued_at=timezone.now(),
             )
-        quota_reserve(period=period, tokens=tokens)
-        job = GenerationJob.objects.create(
-            user=user,
-            source=source,
-            model=model,
-            prompt=prompt or "",
-            messages=messages,
-            max_new_tokens=max_new_tokens,
-            temperature=float(temperature),
-            top_p=float(top_p),
-            top_k=top_k,
-            repetition_penalty=float(repetition_penalty),
-            stop=stop,
-            seed=seed,
-            prompt_tokens=prompt_tokens,
-            quota_period=period,
-            tokens_reserved=tokens,
-            queue=entitlements.queue,
-            plan_slug=entitlements.plan.slug,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            enqueued_at=timezone.now(),
-        )
-        transaction.on_commit(lambda: job_enqueue(job_id=job.id, queue=job.queue), robust=True)
+            transaction.on_commit(lambda: job_enqueue(job_id=job.id, queue=job.queue), robust=True)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # The same key arrived twice at once: the other request made the job.
+        return _replayed(GenerationJob.objects.get(user=user, idempotency_key=idempotency_key), request_hash)
     return job
 
 
 def job_enqueue(*, job_id, queue: str) -> None:
     """Send the task. The row says when it was sent (set at insert, so the happy path writes
     nothing more); if sending fails, the mark is cleared and the sweeper sends it again."""
-    from inference.tasks import run_generation
-
     try:
-        run_generation.apply_async(args=[str(job_id)], queue=queue)
+        current_app.send_task(RUN_GENERATION_TASK, args=[str(job_id)], queue=queue, ignore_result=True)
     except Exception:
         GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(enqueued_at=None)
         raise
@@ -342,24 +382,6 @@ def job_claim(*, job_id, worker: str) -> GenerationJob | None:
     if not claimed:
         return None
     return GenerationJob.objects.get(pk=job_id)
-
-
-@dataclass
-class JobOutcome:
-    text: str
-    completion_tokens: int
-    finish_reason: str
-    error: str = ""
-    run_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        if self.finish_reason == FinishReason.CANCELLED:
-            return JobStatus.CANCELLED
-        if self.finish_reason in (FinishReason.ERROR, FinishReason.TIMEOUT):
-            return JobStatus.FAILED
-        return JobStatus.SUCCEEDED
 
 
 def _close(job: GenerationJob, *, from_status: str, guard: Q, status: str, charged: int, **fields) -> bool:
@@ -569,8 +591,6 @@ def job_delete(*, job: GenerationJob) -> GenerationJob:
 def job_texts_erase_expired(*, now=None) -> int:
     """Erase the texts of finished jobs older than their plan's retention; counts stay. Returns
     how many jobs were erased."""
-    from billing.models import Plan
-
     now = now or timezone.now()
     erased = 0
     for plan in Plan.objects.filter(retention_days__isnull=False):

@@ -7,8 +7,9 @@ import time
 from celery import shared_task
 from django.db import OperationalError, connection
 
-from inference import services
+from inference import executor, services
 from inference.models import FinishReason
+from inference.outcome import JobOutcome
 from inference.worker import worker_name
 
 logger = logging.getLogger(__name__)
@@ -40,20 +41,18 @@ def _claim(job_id: str):
     return services.job_claim(job_id=job_id, worker=worker_name())
 
 
-@shared_task(name="inference.run_generation", ignore_result=True, acks_late=True)
+@shared_task(name=services.RUN_GENERATION_TASK, ignore_result=True, acks_late=True)
 def run_generation(job_id: str) -> None:
     """Claim the job (a duplicate or late delivery claims nothing and stops here), run it on this
     process's engine, record how it ended."""
-    from inference import runtime
-
     job = _claim(job_id)
     if job is None:
         return
     try:
-        outcome = runtime.execute(job)
+        outcome = executor.execute(job)
     except Exception:
         logger.exception("job %s failed", job_id)
-        outcome = services.JobOutcome(
+        outcome = JobOutcome(
             text="",
             completion_tokens=0,
             finish_reason=FinishReason.ERROR,
@@ -76,7 +75,7 @@ def run_generation(job_id: str) -> None:
             logger.exception("recording job %s failed; recording it without its text", job_id)
             services.job_finish(
                 job=job,
-                outcome=services.JobOutcome(
+                outcome=JobOutcome(
                     text="",
                     completion_tokens=outcome.completion_tokens,
                     finish_reason=FinishReason.ERROR,

@@ -1,23 +1,18 @@
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import close_old_connections
-from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -25,10 +20,11 @@ from django.views.decorators.http import require_POST
 
 from billing.selectors import entitlements_for
 from core.charts import bar_chart
-from core.errors import ApplicationError, RateLimited
+from core.errors import ApplicationError
 from inference import catalog, streams
-from inference.forms import GenerateForm, parse_history
-from inference.models import FINAL_STATUSES, GenerationJob, JobSource, JobStatus
+from inference.forms import GenerateForm, chat_messages, parse_history
+from inference.live import StreamSlot, event_stream_response, holding, job_events, release_database, too_many_streams
+from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import (
     job_history,
     job_of_async,
@@ -43,209 +39,8 @@ from inference.services import MAX_PROMPT_CHARS, job_cancel, job_delete, job_sub
 
 logger = logging.getLogger(__name__)
 
-KEEPALIVE_SECONDS = 15
-# How long one XREAD waits for new text: below redis-py's 5-second socket timeout, which would
-# otherwise end every longer wait with an error and a new connection.
-REDIS_BLOCK_SECONDS = 4
-# With Redis unreachable a stream reads the job from the database instead, this often at most.
-DATABASE_POLL_SECONDS = 1.5
-# A stream renews its slot while it runs; a slot whose process died frees itself after this.
-STREAM_LEASE_SECONDS = 60
-REDIS_TIMEOUT_SECONDS = 2  # a slot check never holds a request longer than this
 
-
-def _event(name: str, data: dict) -> str:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
-
-
-async def _release_database() -> None:
-    # The stream may stay open for minutes: give the connection back now, not at the end.
-    await sync_to_async(close_old_connections)()
-
-
-async def _reload(job_id) -> GenerationJob:
-    job = await GenerationJob.objects.aget(pk=job_id)
-    await _release_database()
-    return job
-
-
-async def follow_job(job: GenerationJob) -> AsyncIterator[tuple[str, object]]:
-    """A job's life as it happens, read from its Redis stream without holding a database
-    connection or a thread: ("status", str), ("snapshot", text so far), ("delta", new text),
-    ("reset", None) when a dead worker's job starts over, ("keepalive", None), and last
-    ("end", the final job as the database recorded it). Without Redis it reads the job's row
-    every DATABASE_POLL_SECONDS instead, and ends when the row does."""
-    if job.status in FINAL_STATUSES:
-        yield "end", job
-        return
-    redis = streams.async_client()
-    key = streams.stream_key(job.id)
-    yield "status", job.status
-    status = job.status
-    last_id = "0"
-    first = True
-    kept_alive = checked = time.monotonic()
-    # Until Redis answers, wait on it only briefly: it may be down, or gone without a word (a
-    # read that never returns), and the row in the database is the record either way.
-    redis_answers = False
-    while True:
-        block = REDIS_BLOCK_SECONDS if redis_answers else DATABASE_POLL_SECONDS
-        asked = time.monotonic()
-        try:
-            reply = await asyncio.wait_for(
-                redis.xread({key: last_id}, block=int(block * 1000), count=1000), block + REDIS_TIMEOUT_SECONDS
-            )
-            redis_answers = True
-        except Exception:
-            reply, redis_answers = None, False
-            await asyncio.sleep(max(0.0, DATABASE_POLL_SECONDS - (time.monotonic() - asked)))  # never a busy loop
-        entries = reply[0][1] if reply else []
-        if not entries:
-            # The row says whether the job ended without a word in Redis (Redis down, or its end
-            # never published): read it at every poll while Redis is silent, else now and then.
-            if not redis_answers or time.monotonic() - checked >= KEEPALIVE_SECONDS:
-                checked = time.monotonic()
-                job = await _reload(job.id)
-                if job.status in FINAL_STATUSES:
-                    yield "end", job
-                    return
-            if time.monotonic() - kept_alive >= KEEPALIVE_SECONDS:
-                kept_alive = time.monotonic()
-                yield "keepalive", None
-            continue
-        deltas: list[str] = []
-        for entry_id, fields in entries:
-            last_id = entry_id
-            kind = fields.get("event")
-            if kind == "start":
-                if int(fields.get("attempt", 1)) > 1:
-                    deltas = []
-                    yield "reset", None
-                if status != "running":
-                    status = "running"
-                    yield "status", status
-            elif kind == "delta":
-                deltas.append(fields["text"])
-            elif kind == "end":
-                if deltas:
-                    yield "delta", "".join(deltas)
-                yield "end", await _reload(job.id)
-                return
-        if deltas:
-            yield ("snapshot" if first else "delta"), "".join(deltas)
-        first = False
-
-
-async def job_events(job: GenerationJob) -> AsyncIterator[str]:
-    """Server-sent events: the text so far, then each new piece, then one final event with the
-    status and token counts (and the full text, if the stream missed any of it)."""
-    sent = ""
-    async for kind, data in follow_job(job):
-        if kind == "keepalive":
-            yield ": keep-alive\n\n"
-        elif kind == "status":
-            yield _event("status", {"status": data})
-        elif kind == "reset":
-            sent = ""
-            yield _event("reset", {})
-        elif kind == "snapshot":
-            sent = data
-            yield _event("snapshot", {"text": data})
-        elif kind == "delta":
-            sent += data
-            yield _event("delta", {"text": data})
-        elif kind == "end":
-            if data.output_text != sent:
-                yield _event("snapshot", {"text": data.output_text})
-            yield _event("end", streams.end_payload(data))
-
-
-# --- how many streams one user holds --------------------------------------------------------------
-
-# Drop the expired leases, count the rest, take one if there is room: one atomic step, so two
-# processes can never both take the last slot.
-_TAKE_SLOT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
-
-
-class StreamSlot:
-    """One of the user's MAX_STREAMS_PER_USER open event streams: a member of a Redis sorted set
-    per user, scored with the time its lease runs out, shared by every web process. The stream
-    renews the lease as it runs and removes it when it ends, whatever ends it; a process that
-    dies mid-stream leaves a lease that expires on its own."""
-
-    def __init__(self, key: str, member: str | None) -> None:
-        self.key = key
-        self.member = member  # None: Redis was unreachable and the stream runs without a slot
-
-    @classmethod
-    async def take(cls, user_id) -> StreamSlot | None:
-        """A slot, or None when all of the user's are taken. Without Redis the stream is allowed:
-        the record is PostgreSQL, and the stream reads it there."""
-        key, member, now = f"inkwell:streams:{user_id}", uuid.uuid4().hex, time.time()
-        try:
-            taken = await asyncio.wait_for(
-                streams.async_client().eval(
-                    _TAKE_SLOT, 1, key, now, now + STREAM_LEASE_SECONDS, settings.MAX_STREAMS_PER_USER, member,
-                    STREAM_LEASE_SECONDS * 2,
-                ),
-                REDIS_TIMEOUT_SECONDS,
-            )  # fmt: skip
-        except Exception:
-            logger.warning("stream slots unavailable; stream allowed", exc_info=True)
-            return cls(key, None)
-        return cls(key, member) if taken else None
-
-    async def _call(self, method: str, *args) -> None:
-        if self.member is None:
-            return
-        try:
-            await asyncio.wait_for(getattr(streams.async_client(), method)(self.key, *args), REDIS_TIMEOUT_SECONDS)
-        except Exception:  # the lease runs out on its own
-            logger.warning("could not %s stream slot %s", method, self.member, exc_info=True)
-
-    async def renew(self) -> None:
-        await self._call("zadd", {self.member: time.time() + STREAM_LEASE_SECONDS}, xx=True)
-
-    async def release(self) -> None:
-        await self._call("zrem", self.member)
-
-
-def too_many_streams() -> RateLimited:
-    limit = settings.MAX_STREAMS_PER_USER
-    return RateLimited(
-        f"You have {limit} event streams open, the most one account may hold at once. "
-        "Close one (or let it end) and try again.",
-        code="too_many_streams",
-        extra={"retry_after": 5},
-    )
-
-
-async def holding(slot: StreamSlot, events: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The stream's events, sent while it holds ``slot``: renewed as it goes, given back when the
-    job ends, the client goes away (the server cancels the stream) or anything else stops it."""
-    renew_at = time.monotonic() + STREAM_LEASE_SECONDS / 3
-    try:
-        async with aclosing(events):
-            async for event in events:
-                if time.monotonic() >= renew_at:
-                    renew_at = time.monotonic() + STREAM_LEASE_SECONDS / 3
-                    await slot.renew()
-                yield event
-    finally:
-        await slot.release()
-
-
-def event_stream_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(events, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # tell nginx not to buffer the stream
-    return response
+# --- live output --------------------------------------------------------------------------------------
 
 
 async def job_stream(request, job_id):
@@ -253,7 +48,7 @@ async def job_stream(request, job_id):
     429 past MAX_STREAMS_PER_USER, and the page falls back to polling)."""
     user = await request.auser()
     job = await job_of_async(user, job_id) if user.is_authenticated else None
-    await _release_database()
+    await release_database()
     if job is None:
         raise Http404("No such job.")
     slot = await StreamSlot.take(user.pk)
@@ -274,7 +69,7 @@ def _wants_json(request) -> bool:
 
 
 def _form_for(request, entitlements, data=None, initial=None) -> GenerateForm:
-    models = [m for m in entitlements.allowed_models if m in settings.INFERENCE_MODELS]
+    models = catalog.runnable_models(entitlements)
     return GenerateForm(data, initial=initial, models=models, max_new_tokens=entitlements.max_new_tokens)
 
 
@@ -390,18 +185,17 @@ def count_tokens(request):
         return JsonResponse({"error": message, "retry_after": retry}, status=429, headers={"Retry-After": str(retry)})
     entitlements = entitlements_for(request.user)
     model = request.POST.get("model", "")
-    if model not in settings.INFERENCE_MODELS or model not in entitlements.allowed_models:
+    if model not in catalog.runnable_models(entitlements):
         return JsonResponse({"error": "Pick one of your plan's models."}, status=400)
     prompt, messages = None, None
     if request.POST.get("mode") == "chat":
-        messages = []
-        if request.POST.get("system", "").strip():
-            messages.append({"role": "system", "content": request.POST["system"]})
         try:
-            messages.extend(parse_history(request.POST.get("history") or ""))
+            history = parse_history(request.POST.get("history") or "")
         except ValidationError as error:
             return JsonResponse({"error": error.messages[0]}, status=400)
-        messages.append({"role": "user", "content": request.POST.get("message", "")})
+        messages = chat_messages(
+            system=request.POST.get("system", ""), history=history, message=request.POST.get("message", "")
+        )
         size = sum(len(m["content"]) for m in messages)
     else:
         prompt = request.POST.get("prompt", "")

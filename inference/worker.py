@@ -13,6 +13,9 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections
 
+from inference import executor, streams
+from inference.services import worker_heartbeat, worker_stop
+
 logger = logging.getLogger(__name__)
 
 _stop = threading.Event()
@@ -30,10 +33,7 @@ def engine_failure_check() -> bool:
     /healthz and the sweeper see this worker gone) and ask the worker to shut down: its running
     jobs end at once with what they delivered, and the process exits with ENGINE_FAILED_EXIT_CODE
     so a supervisor starts a fresh one. True if that happened."""
-    from inference import runtime
-    from inference.services import worker_stop
-
-    failed = runtime.engines_failed()
+    failed = executor.engines_failed()
     if not failed:
         return False
     logger.critical("engine failed (%s); this worker stops so that a fresh one replaces it", failed)
@@ -50,8 +50,6 @@ def engine_failure_check() -> bool:
 
 
 def _beat(name: str, hostname: str, queues: list[str]) -> None:
-    from inference.services import worker_heartbeat
-
     while not _stop.is_set():
         if engine_failure_check():
             return
@@ -65,8 +63,6 @@ def _beat(name: str, hostname: str, queues: list[str]) -> None:
 
 
 def _listen_for_cancels() -> None:
-    from inference import runtime, streams
-
     while not _stop.is_set():
         try:
             pubsub = streams.client().pubsub(ignore_subscribe_messages=True)
@@ -74,7 +70,7 @@ def _listen_for_cancels() -> None:
             while not _stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
                 if message and message.get("type") == "message":
-                    runtime.cancel(message["data"])
+                    executor.cancel(message["data"])
         except Exception:  # Redis went away: the task's database poll still cancels; reconnect
             logger.warning("cancel listener lost Redis; retrying", exc_info=True)
             _stop.wait(2)
@@ -82,27 +78,22 @@ def _listen_for_cancels() -> None:
 
 @worker_ready.connect
 def _on_worker_ready(sender, **kwargs) -> None:
-    from inference import runtime
-
     hostname = socket.gethostname()
     name = f"{sender.hostname}/{os.getpid()}"
     _state["name"] = name
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
     threading.Thread(target=_beat, args=(name, hostname, queues), name="inkwell-heartbeat", daemon=True).start()
     threading.Thread(target=_listen_for_cancels, name="inkwell-cancels", daemon=True).start()
-    runtime.configure_torch()
+    executor.configure_torch()
     # Load the models now, not on the first job (a load takes seconds); jobs that arrive
     # meanwhile wait for the load.
-    threading.Thread(target=runtime.preload, name="inkwell-preload", daemon=True).start()
+    threading.Thread(target=executor.preload, name="inkwell-preload", daemon=True).start()
 
 
 @worker_shutdown.connect
 def _on_worker_shutdown(sender, **kwargs) -> None:
-    from inference import runtime
-    from inference.services import worker_stop
-
     _stop.set()
-    runtime.shutdown()
+    executor.shutdown()
     if "name" in _state:
         try:
             worker_stop(name=_state["name"])

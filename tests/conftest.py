@@ -17,6 +17,8 @@ _embedded = None
 def pytest_configure(config) -> None:
     """Without REDIS_URL the suite starts its own Redis, as `make run` does."""
     global _embedded
+    if not config.pluginmanager.hasplugin("django"):
+        return  # `-p no:django`: the engine's tests (tests/engine), which need neither Django nor Redis
     from django.conf import settings
 
     if settings.REDIS_EMBEDDED:
@@ -49,7 +51,7 @@ def tiny_model_path() -> Path:
     """The test model (the demo builder's untrained 'tiny' size), built once and kept in var/."""
     from django.conf import settings
 
-    from inference.engine.demo import build_demo_model
+    from inference.engine import build_demo_model
 
     path = Path(settings.DEMO_MODEL_PATH)
     if not (path / "config.json").exists():

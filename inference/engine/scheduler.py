@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 import torch
 
 from inference.engine.cache import BatchKVCache
-from inference.engine.registry import LoadedModel
+from inference.engine.loading import LoadedModel
 from inference.engine.sampling import RowSampler, choose_tokens
 from inference.engine.text import TextAssembler
-from inference.engine.types import FinishReason, GenerationRequest, GenerationResult
+from inference.engine.types import EngineError, FinishReason, GenerationRequest, GenerationResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ logger = logging.getLogger(__name__)
 ERROR_INVALID_NUMBERS = "the model produced invalid numbers (NaN/inf) for this request"
 ERROR_FORWARD = "the model failed on this request ({})"  # what failed, e.g. "out of memory"
 ERROR_STOPPED = "the engine stopped: {}"  # why the scheduler thread died
-
-
-class EngineError(ValueError):
-    """A request the engine cannot run as asked (the message says what to change), or an engine
-    that no longer takes requests."""
 
 
 @dataclass

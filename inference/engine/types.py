@@ -1,4 +1,5 @@
-"""The engine's vocabulary: what a request asks for and what it gets back. No Django here."""
+"""The engine's vocabulary: what a request asks for and what it gets back, the error it raises,
+and what any engine offers its caller (``EngineProtocol``). No Django here, and no torch."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # Below this temperature a row decodes greedily. Dividing logits by a temperature near zero
 # overflows them to inf, and the softmax of inf is NaN: sampling would fail (and used to fail the
@@ -80,3 +82,36 @@ class GenerationRequest:
     def wait(self, timeout: float | None = None) -> GenerationResult | None:
         self.done.wait(timeout)
         return self.result
+
+
+class EngineError(ValueError):
+    """A request the engine cannot run as asked (the message says what to change), or an engine
+    that no longer takes requests."""
+
+
+class EngineProtocol(Protocol):
+    """What the worker's executor needs of an engine: the continuous-batching ``Engine`` and the
+    ``NoopEngine`` both offer it."""
+
+    def submit(self, request: GenerationRequest) -> GenerationRequest:
+        """Take the request in (``EngineError`` if it cannot run); it ends by setting
+        ``request.result`` and ``request.done``."""
+        ...
+
+    def cancel(self, request_id: str, reason: FinishReason = FinishReason.CANCELLED) -> bool:
+        """Stop a request at the next token boundary. True if the engine holds it."""
+        ...
+
+    def stop(self) -> None:
+        """End every request held and take no more."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine can run nothing more (its worker must be replaced)."""
+        ...
+
+    @property
+    def failure(self) -> str | None:
+        """Why the engine died; None while it lives."""
+        ...

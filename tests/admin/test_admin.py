@@ -15,7 +15,8 @@ from billing.models import QuotaPeriod, QuotaTopUp, Subscription, UsageRecord, W
 from billing.selectors import entitlements_for
 from core.models import AuditEvent
 from inference.models import GenerationJob
-from inference.services import JobOutcome, job_claim, job_finish, job_submit, job_texts_erase_expired
+from inference.outcome import JobOutcome
+from inference.services import job_claim, job_finish, job_submit, job_texts_erase_expired
 from staff.selectors import business_numbers
 from tests.billing import stripe_fakes as fake
 from tests.factories import ApiKeyFactory, JobFactory, PlanFactory, SubscriptionFactory, UserFactory

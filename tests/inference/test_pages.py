@@ -14,7 +14,8 @@ from accounts.models import User
 from billing.models import QuotaPeriod, UsageRecord
 from inference import streams
 from inference.models import GenerationJob, JobStatus
-from inference.services import JobOutcome, job_claim, job_finish, job_submit
+from inference.outcome import JobOutcome
+from inference.services import job_claim, job_finish, job_submit
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -14,8 +14,8 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from billing.models import QuotaPeriod, UsageRecord
-from inference import broker, runtime, streams, worker
-from inference.engine.types import FinishReason, GenerationResult
+from inference import broker, executor, streams, worker
+from inference.engine import FinishReason, GenerationResult
 from inference.models import GenerationJob, JobStatus, Worker
 from inference.services import job_submit, jobs_sweep, worker_heartbeat
 from inference.tasks import run_generation
@@ -67,12 +67,12 @@ def engine_slot():
     installed = []
 
     def install(engine):
-        runtime._engines[MODEL] = engine
+        executor._engines[MODEL] = engine
         installed.append(engine)
         return engine
 
     yield install
-    runtime._engines.pop(MODEL, None)
+    executor._engines.pop(MODEL, None)
 
 
 def run_in_thread(job_id, timeout: float) -> bool:
@@ -103,7 +103,7 @@ def test_a_job_whose_engine_never_answers_ends_at_the_hard_time_limit(subscriber
     assert job.output_text == "Hello world"
     assert "hard time limit of 2 s" in job.error_message
     assert str(job.id) in engine.cancelled
-    delivered = len(runtime.catalog.tokenizer_for(MODEL)("Hello world", add_special_tokens=False).input_ids)
+    delivered = len(executor.catalog.tokenizer_for(MODEL)("Hello world", add_special_tokens=False).input_ids)
     assert job.tokens_charged == job.prompt_tokens + delivered
     assert ledger(subscriber) == (0, job.tokens_charged)
 
@@ -188,7 +188,7 @@ def test_the_sweeper_survives_the_broker_being_down(subscriber, monkeypatch, set
     def refuse(*args, **kwargs):
         raise redis.ConnectionError("broker down")
 
-    monkeypatch.setattr(run_generation, "apply_async", refuse)
+    monkeypatch.setattr(run_generation.app, "send_task", refuse)
 
     report = jobs_sweep()
 

@@ -16,7 +16,8 @@ from django.test import Client
 
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob
-from inference.services import JobOutcome, job_claim, job_finish, job_submit
+from inference.outcome import JobOutcome
+from inference.services import job_claim, job_finish, job_submit
 from tests.factories import ApiKeyFactory, PlanFactory, UserFactory
 from tests.support import free_port, start_web, wait_until
 

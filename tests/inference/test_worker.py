@@ -12,7 +12,7 @@ import torch
 
 from billing.models import QuotaPeriod, UsageRecord
 from inference.catalog import prompt_token_ids
-from inference.engine.registry import ModelSpec, load_model
+from inference.engine import ModelSpec, load_model
 from inference.models import JobStatus
 from inference.services import job_cancel, job_submit
 from inference.tasks import run_generation

@@ -20,14 +20,14 @@ import sys
 
 sys.path.insert(0, {root!r})  # site runs before the working directory joins the path
 
-import inference.engine.scheduler as scheduler
+from inference.engine import Engine
 
 
 def _broken(self):
     raise RuntimeError("scheduler bug (injected by the test)")
 
 
-scheduler.Engine._take_waiting = _broken
+Engine._take_waiting = _broken
 """
 
 

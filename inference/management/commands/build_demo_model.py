@@ -6,7 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from inference.engine.demo import SIZES, build_demo_model
+from inference.engine import DEMO_SIZES, build_demo_model
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--path", default=str(settings.DEMO_MODEL_PATH), help="where to save it")
-        parser.add_argument("--size", default="demo", choices=sorted(SIZES))
+        parser.add_argument("--size", default="demo", choices=sorted(DEMO_SIZES))
         parser.add_argument("--force", action="store_true", help="rebuild even if it exists")
 
     def handle(self, *args, path: str, size: str, force: bool, **options) -> None:

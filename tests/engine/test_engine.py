@@ -8,9 +8,19 @@ import time
 import pytest
 import torch
 
-from inference.engine.registry import ModelSpec, load_model
-from inference.engine.scheduler import Engine, EngineError
-from inference.engine.types import FinishReason, GenerationRequest, SamplingParams
+from inference.engine import (
+    Engine,
+    EngineError,
+    FinishReason,
+    GenerationRequest,
+    ModelSpec,
+    SamplingParams,
+    context_window,
+    load_model,
+    load_tokenizer,
+    model_config,
+)
+from tests.engine.tiny_models import save_multimodal_model
 
 PROMPTS = [
     "The lighthouse keeper wrote a letter every evening.",
@@ -162,3 +172,25 @@ def test_a_request_longer_than_the_context_is_refused_with_a_reason(loaded):
             engine.submit(GenerationRequest("empty", [], SamplingParams(max_new_tokens=10)))
     finally:
         engine.stop()
+
+
+def test_a_multimodal_models_context_window_is_its_text_parts_and_the_engine_refuses_by_it(tmp_path, tiny_model_path):
+    # The configuration has no position limit at its top level, only in its text part (96); the
+    # tokenizer allows 1024. The engine used to read the top level, fall back to the tokenizer and
+    # take 1024 tokens, while the web side admitted only 96.
+    path = save_multimodal_model(tmp_path / "fuyu", load_tokenizer(str(tiny_model_path)), max_context=96)
+    config = model_config(str(path))
+    assert getattr(config, "max_position_embeddings", None) is None
+    assert load_tokenizer(str(path)).model_max_length == 1024
+
+    loaded = load_model(ModelSpec("fuyu", str(path), dtype="float32", device="cpu"))
+
+    assert loaded.max_context == context_window(config, load_tokenizer(str(path))) == 96
+    engine = Engine(loaded, max_batch=2).start()
+    try:
+        with pytest.raises(EngineError, match="exceeds the model's context of 96 tokens"):
+            engine.submit(GenerationRequest("over", [5] * 90, SamplingParams(max_new_tokens=7)))
+        result = engine.submit(GenerationRequest("fits", [5] * 90, SamplingParams(max_new_tokens=6))).wait(60)
+    finally:
+        engine.stop()
+    assert (result.finish_reason, result.completion_tokens) == (FinishReason.LENGTH, 6)

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM
+from transformers.pytorch_utils import Conv1D
 
+from inference.engine.config import context_window
 from inference.engine.tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -71,8 +73,6 @@ def pick_dtype(requested: str, device: torch.device) -> str:
 def _to_linear(model: torch.nn.Module) -> None:
     """GPT-2-style Conv1D layers are linear layers with a transposed weight; make them nn.Linear
     so dynamic quantization (which knows nn.Linear) applies to them too."""
-    from transformers.pytorch_utils import Conv1D
-
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, Conv1D):
@@ -96,10 +96,6 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         _to_linear(model)
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model.to(device)
-    max_context = int(
-        getattr(model.config, "max_position_embeddings", None)
-        or getattr(model.config, "n_positions", None)
-        or tokenizer.model_max_length
-    )
+    max_context = context_window(model.config, tokenizer)  # the rule the web side admits prompts by
     logger.info("loaded model %s from %s on %s (%s)", spec.name, spec.source, device, dtype_name)
     return LoadedModel(spec, model, tokenizer, device, dtype_name, max_context)

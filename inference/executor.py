@@ -1,5 +1,7 @@
-"""The worker side of generation: one engine per model per worker process, and the adapter that
-runs a claimed job on it (Invariant 5: the engine knows nothing of Django; this module does)."""
+"""The one module between Celery and the engine: one engine per model per worker process (loaded
+once, cancelled, stopped), and the adapter that runs a claimed job on it (Invariant 5: the engine
+knows nothing of Django; this module does). Web processes import it too (through worker.py), so
+nothing here imports torch before a model is loaded."""
 
 from __future__ import annotations
 
@@ -13,46 +15,29 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from inference import catalog, streams
+from inference.engine import EngineError, EngineProtocol, GenerationRequest, NoopEngine, SamplingParams
 from inference.models import FinishReason, GenerationJob
+from inference.outcome import JobOutcome
 
 logger = logging.getLogger(__name__)
 
-_engines: dict = {}
+_engines: dict[str, EngineProtocol] = {}
 _lock = threading.Lock()
 CANCEL_POLL_SECONDS = 2.0  # the database fallback, for a cancel whose Redis message was lost
 FLUSH_SECONDS = 0.05  # streamed text is published in pieces at most this often
 
 
 def configure_torch() -> None:
-    import torch
+    import torch  # here, not at module top: web processes import this module and never need torch
 
     threads = settings.TORCH_THREADS or os.cpu_count() or 1
     torch.set_num_threads(threads)
 
 
-class NoopEngine:
-    """Answers every request at once with no text: measures the queue without the model."""
-
-    def submit(self, request):
-        from inference.engine.types import FinishReason, GenerationResult
-
-        request.result = GenerationResult(
-            text="", prompt_tokens=len(request.prompt_ids), completion_tokens=0, finish_reason=FinishReason.STOP
-        )
-        request.done.set()
-        return request
-
-    def cancel(self, request_id: str, reason=None) -> bool:
-        return False
-
-    def stop(self) -> None:
-        pass
-
-
-def engine_for(name: str):
+def engine_for(name: str) -> EngineProtocol:
     """This process's engine for model ``name``, loaded on first use and kept."""
-    from inference.engine.registry import ModelSpec, load_model
-    from inference.engine.scheduler import Engine
+    # The scheduler and the loader import torch: only a worker that runs a model gets that far.
+    from inference.engine import Engine, ModelSpec, load_model
 
     with _lock:
         engine = _engines.get(name)
@@ -108,11 +93,7 @@ def engines_failed() -> dict[str, str]:
     """The engines of this process whose scheduler thread died, with why: such a worker can run
     nothing more and must stop (a supervisor starts a fresh one)."""
     with _lock:
-        return {
-            name: getattr(engine, "failure", None) or "stopped"
-            for name, engine in _engines.items()
-            if not getattr(engine, "alive", True)
-        }
+        return {name: engine.failure or "stopped" for name, engine in _engines.items() if not engine.alive}
 
 
 def sanitize(text: str) -> str:
@@ -135,16 +116,12 @@ def _ended_message(job: GenerationJob, what: str, charged_tokens: int) -> str:
     return f"{what} Nothing was delivered, so your quota was not charged; please try again."
 
 
-def execute(job: GenerationJob):
+def execute(job: GenerationJob) -> JobOutcome:
     """Run a claimed job to its end; stream its text; return the outcome for ``job_finish``.
 
     Returns by JOB_HARD_TIME_LIMIT whatever the engine does (a stuck or dead engine included),
     so the Celery thread is always freed: Celery's own time limits do not apply to the threads
     pool."""
-    from inference.engine.scheduler import EngineError
-    from inference.engine.types import GenerationRequest, SamplingParams
-    from inference.services import JobOutcome
-
     started = time.monotonic()
     try:
         streams.publish_start(job.id, attempt=job.attempts)
@@ -181,7 +158,7 @@ def execute(job: GenerationJob):
         now = time.monotonic()
         if now > hard_deadline:
             abandoned = FinishReason.TIMEOUT
-        elif not getattr(engine, "alive", True):
+        elif not engine.alive:
             abandoned = FinishReason.ERROR
         if abandoned:
             engine.cancel(str(job.id), abandoned)

@@ -15,12 +15,20 @@ import pytest
 import torch
 from transformers import Qwen3Config
 
-from inference.engine.registry import LoadedModel
-from inference.engine.sampling import MIN_TEMPERATURE, RowSampler, choose_tokens
-from inference.engine.scheduler import ERROR_INVALID_NUMBERS, Engine, EngineError
-from inference.engine.tokenization import load_tokenizer
-from inference.engine.types import FinishReason, GenerationRequest, GenerationResult, SamplingParams
-from tests.inference.tiny_models import greedy_reference, tiny_model
+from inference.engine import (
+    MIN_TEMPERATURE,
+    Engine,
+    EngineError,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    LoadedModel,
+    SamplingParams,
+    load_tokenizer,
+)
+from inference.engine.sampling import RowSampler, choose_tokens
+from inference.engine.scheduler import ERROR_INVALID_NUMBERS
+from tests.engine.tiny_models import greedy_reference, tiny_model
 
 PROMPTS = [
     "The lighthouse keeper wrote a letter every evening.",

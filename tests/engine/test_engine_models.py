@@ -18,12 +18,16 @@ from transformers import (
     Qwen3Config,
 )
 
-from inference.engine.demo import CORPUS
-from inference.engine.registry import LoadedModel
-from inference.engine.scheduler import Engine
-from inference.engine.tokenization import load_tokenizer
-from inference.engine.types import FinishReason, GenerationRequest, SamplingParams
-from tests.inference.tiny_models import greedy_reference, tiny_model
+from inference.engine import (
+    DEMO_CORPUS,
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    LoadedModel,
+    SamplingParams,
+    load_tokenizer,
+)
+from tests.engine.tiny_models import greedy_reference, tiny_model
 
 # What each architecture does differently from GPT-2 (learned positions, one fused attention
 # projection) is what these cover: rotary positions, grouped key/value heads, and more.
@@ -59,7 +63,7 @@ def tokenizer(tiny_model_path):
 
 @pytest.fixture(scope="module")
 def corpus_ids(tokenizer) -> list[int]:
-    return tokenizer(CORPUS.read_text()).input_ids
+    return tokenizer(DEMO_CORPUS.read_text()).input_ids
 
 
 @pytest.fixture(scope="module", params=list(ARCHITECTURES))

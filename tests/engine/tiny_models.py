@@ -3,10 +3,12 @@ to hold the engine against."""
 
 from __future__ import annotations
 
-import torch
-from transformers import AutoModelForCausalLM, PretrainedConfig
+from pathlib import Path
 
-from inference.engine.registry import LoadedModel, ModelSpec
+import torch
+from transformers import AutoModelForCausalLM, FuyuConfig, PretrainedConfig
+
+from inference.engine import LoadedModel, ModelSpec
 
 
 def tiny_model(name: str, config_class: type[PretrainedConfig], tokenizer, *, max_context: int, **extra) -> LoadedModel:
@@ -45,3 +47,27 @@ def greedy_reference(loaded: LoadedModel, prompt_ids: list[int], new_tokens: int
     tokens = out[0, len(prompt_ids) :].tolist()
     ends = [i for i, token in enumerate(tokens) if token in eos]
     return tokens[: ends[0] + 1] if ends else tokens
+
+
+def save_multimodal_model(path: Path, tokenizer, *, max_context: int) -> Path:
+    """A tiny random Fuyu (a causal LM that also reads images) with ``tokenizer``, saved to ``path``
+    like a hub model. Its configuration keeps the position limit in its text part only; its
+    tokenizer allows more (``model_max_length``), so a rule that does not look there disagrees."""
+    eos = tokenizer.eos_token_id
+    config = FuyuConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": max_context,
+        },
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
