@@ -167,23 +167,19 @@ def rate_limit_status(user, per_minute: int) -> dict[str, str]:
     return {
         "x-ratelimit-limit-requests": str(per_minute),
         "x-ratelimit-remaining-requests": str(max(0, per_minute - used)),
-        "x-ratelimit-reset-requests": f"{60 - int(time.time() % 60)}s",
+        "x-ratelimit-reset-requests": f"{streams.seconds_left_in_minute()}s",
     }
 
 
 def _rate_limit(user, per_minute: int) -> None:
     """A fixed one-minute window in Redis (one atomic INCR), shared by every web process."""
-    key = _rate_limit_key(user)
     try:
-        pipe = streams.client().pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = pipe.execute()
+        count = streams.minute_window_count(_rate_limit_key(user))
     except Exception:  # the record is PostgreSQL; a Redis hiccup must not refuse paid work
         logger.warning("rate limiter unavailable; request allowed", exc_info=True)
         return
     if count > per_minute:
-        retry = 60 - int(time.time() % 60)
+        retry = streams.seconds_left_in_minute()
         raise RateLimited(
             f"Too many requests: your plan allows {per_minute} generation requests per minute. Try again in {retry} s.",
             code="rate_limit_exceeded",

@@ -6,12 +6,28 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 
 import redis
 import redis.asyncio
 from django.conf import settings
 
 CANCEL_CHANNEL = "inkwell:cancel"
+
+
+def minute_window_count(key: str) -> int:
+    """One more hit in this clock minute's window under ``key`` (one atomic INCR, shared by every
+    process), and how many hits it now holds. Raises if Redis is away: callers decide whether that
+    allows or refuses."""
+    pipe = client().pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 120)
+    count, _ = pipe.execute()
+    return count
+
+
+def seconds_left_in_minute() -> int:
+    return 60 - int(time.time() % 60)
 
 
 def stream_key(job_id) -> str:

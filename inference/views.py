@@ -162,16 +162,12 @@ def _history_turns(form: GenerateForm) -> list[dict]:
 def _count_allowed(user) -> int | None:
     """None, or the seconds until the user may count again (a one-minute window in Redis,
     shared by every process; without Redis counting is allowed)."""
-    key = f"inkwell:count-tokens:{user.pk}:{int(time.time() // 60)}"
     try:
-        pipe = streams.client().pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = pipe.execute()
+        count = streams.minute_window_count(f"inkwell:count-tokens:{user.pk}:{int(time.time() // 60)}")
     except Exception:
         logger.warning("token counter rate limit unavailable; request allowed", exc_info=True)
         return None
-    return 60 - int(time.time() % 60) if count > settings.TOKEN_COUNTS_PER_MINUTE else None
+    return streams.seconds_left_in_minute() if count > settings.TOKEN_COUNTS_PER_MINUTE else None
 
 
 @login_required
