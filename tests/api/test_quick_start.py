@@ -64,15 +64,14 @@ def _environment(api_key: str) -> dict[str, str]:
 def test_the_python_example_runs_against_the_live_server(client, web_server, celery_worker, owner, api_key):
     python = _snippets(client, owner, host=urlsplit(web_server.url).netloc)["python"]
 
-    run = subprocess.run(
-        [sys.executable, "-c", python], env=_environment(api_key), capture_output=True, text=True, timeout=120
-    )
+    # Bytes, not text=True: universal newlines would turn a "\r" the untrained model emits into "\n".
+    run = subprocess.run([sys.executable, "-c", python], env=_environment(api_key), capture_output=True, timeout=120)
 
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
     job = GenerationJob.objects.get(user=owner)
     assert job.source == "openai" and job.model == next(iter(settings.INFERENCE_MODELS))
     assert job.messages == [{"role": "user", "content": "Write a welcome line."}]
-    assert run.stdout == job.output_text + "\n"
+    assert run.stdout.decode("utf-8") == job.output_text + "\n"
 
 
 def test_the_curl_example_submits_a_job_with_a_fresh_idempotency_key_each_time(
