@@ -99,14 +99,26 @@ class WholeNumberField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class TextField(serializers.CharField):
+    """A JSON string: a number or a boolean is refused, not converted ("model": 5 is not the model
+    named "5")."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=list(CHAT_ROLES))
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    content = TextField(allow_blank=True, trim_whitespace=False)
 
 
 class JobCreateSerializer(StrictSerializer):
-    model = serializers.CharField(required=False, help_text="A model of your plan; the plan's first model if omitted.")
-    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    model = TextField(required=False, help_text="A model of your plan; the plan's first model if omitted.")
+    prompt = TextField(required=False, allow_blank=True, trim_whitespace=False)
     messages = MessageSerializer(many=True, required=False)
     max_new_tokens = WholeNumberField(
         required=False, min_value=1, help_text="1 to your plan's cap; min(256, the cap) if omitted."
@@ -120,7 +132,7 @@ class JobCreateSerializer(StrictSerializer):
     top_p = NumberField(required=False, default=1.0, help_text="0.01 to 1.")
     top_k = WholeNumberField(required=False, default=0, help_text="0 (off) to 1000.")
     repetition_penalty = NumberField(required=False, default=1.0, help_text="0.5 to 2.")
-    stop = serializers.ListField(child=serializers.CharField(trim_whitespace=False), required=False, max_length=4)
+    stop = serializers.ListField(child=TextField(trim_whitespace=False), required=False, max_length=4)
     seed = WholeNumberField(
         required=False,
         allow_null=True,

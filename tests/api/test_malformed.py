@@ -261,3 +261,20 @@ def test_stream_options_that_are_not_an_object_are_refused_before_any_job(send):
     body = '{"model": "inkwell-tiny", "prompt": "Hi", "stream_options": true}'
 
     _refused(send(COMPLETIONS, body), param="stream_options", says="stream_options")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ('{"model": 5, "prompt": "Hi"}', "model"),
+        ('{"prompt": 5}', "prompt"),
+        ('{"prompt": true}', "prompt"),
+        ('{"prompt": "Hi", "stop": [1]}', "stop.0"),
+    ],
+)
+def test_a_number_where_the_rest_api_wants_text_is_a_400_not_a_lookup(send, body, param):
+    # Once "model": 5 became the model "5" and answered 404 "unknown model".
+    error = _refused(send(REST, body), param=param, says="string")
+
+    assert error["code"] == "invalid_request"
+
