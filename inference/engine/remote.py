@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -137,10 +138,8 @@ class RemoteEngine:
             request.cancel(FinishReason.CANCELLED)
             future.cancel()
         for _request, future in held:
-            try:
+            with contextlib.suppress(concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
                 future.result(timeout=5)
-            except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
-                pass
         if self._thread.is_alive():
             if self._client is not None:
                 asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=5)
@@ -175,7 +174,7 @@ class RemoteEngine:
         except openai.APIConnectionError:
             error = "the model server could not be reached or closed the connection"
         except openai.APIStatusError as exc:
-            error = f"the model server answered {exc.status_code}: {_short(exc.message)}"
+            error = f"the model server answered {exc.status_code}: {_short(_said(exc))}"
         except openai.APIError as exc:
             error = f"the model server reported an error: {_short(exc.message)}"
         finally:
@@ -262,6 +261,18 @@ def _sampling_fields(request: GenerationRequest) -> dict:
     if extra:
         fields["extra_body"] = extra  # vLLM's and SGLang's names for these
     return fields
+
+
+def _said(exc: openai.APIStatusError) -> str:
+    """What the server said: OpenAI's error object, or FastAPI's ``detail`` (transformers serve)."""
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        said = error.get("message") if isinstance(error, dict) else error
+        said = said or body.get("detail") or body.get("message")
+        if said:
+            return str(said)
+    return exc.message
 
 
 def _short(message: str, limit: int = 200) -> str:

@@ -18,7 +18,13 @@ from billing.models import QuotaPeriod, UsageRecord
 from inference.models import JobStatus
 from inference.services import job_cancel, job_submit
 from saas.tasks import ping
-from tests.inference.helpers import stream_events, streamed_text, wait_for_status, wait_until_final, wait_until_streaming
+from tests.inference.helpers import (
+    stream_events,
+    streamed_text,
+    wait_for_status,
+    wait_until_final,
+    wait_until_streaming,
+)
 from tests.support import ManagedProcess, free_port, start_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
