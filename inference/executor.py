@@ -15,7 +15,15 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from inference import catalog, streams
-from inference.engine import EngineError, EngineProtocol, GenerationRequest, NoopEngine, SamplingParams
+from inference.engine import (
+    EngineError,
+    EngineProtocol,
+    GenerationRequest,
+    NoopEngine,
+    RemoteEngine,
+    RemoteRequest,
+    SamplingParams,
+)
 from inference.models import FinishReason, GenerationJob
 from inference.outcome import JobOutcome
 
@@ -43,6 +51,8 @@ def engine_for(name: str) -> EngineProtocol:
         engine = _engines.get(name)
         if engine is None and settings.INFERENCE_ENGINE == "noop":
             engine = _engines[name] = NoopEngine()
+        if engine is None and name in settings.INFERENCE_REMOTE:
+            engine = _engines[name] = _remote_engine(name)
         if engine is None:
             spec = ModelSpec(
                 name=name,
@@ -57,6 +67,20 @@ def engine_for(name: str) -> EngineProtocol:
             ).start()
             _engines[name] = engine
         return engine
+
+
+def _remote_engine(name: str) -> EngineProtocol:
+    """The engine of a model that an OpenAI-compatible server runs (INFERENCE_REMOTE)."""
+    server = settings.INFERENCE_REMOTE[name]
+    return RemoteEngine(
+        base_url=server["url"],
+        served_model=server["model"],
+        api_key=server["api_key"],
+        read_timeout=server["read_timeout"],
+        connect_timeout=server["connect_timeout"],
+        prompt_as_ids=server["prompt_as_ids"],
+        count_tokens=lambda text: len(catalog.tokenizer_for(name)(text, add_special_tokens=False).input_ids),
+    ).start()
 
 
 def preload() -> None:
@@ -131,7 +155,7 @@ def execute(job: GenerationJob) -> JobOutcome:
     prompt_ids = catalog.prompt_token_ids(job.model, prompt=job.prompt or None, messages=job.messages)
     pieces: queue.SimpleQueue[str] = queue.SimpleQueue()
     delivered: list[str] = []
-    request = GenerationRequest(
+    request = _request_class(engine)(
         request_id=str(job.id),
         prompt_ids=prompt_ids,
         params=SamplingParams(
@@ -145,6 +169,8 @@ def execute(job: GenerationJob) -> JobOutcome:
         ),
         on_text=pieces.put,
     )
+    if isinstance(request, RemoteRequest):
+        request.prompt_text = _prompt_text(job)
     try:
         engine.submit(request)
     except EngineError as exc:
@@ -202,7 +228,35 @@ def execute(job: GenerationJob) -> JobOutcome:
         finish_reason=result.finish_reason.value,
         error=error,
         run_seconds=run_seconds,
+        extra=_prompt_count_difference(job, result.prompt_tokens),
     )
+
+
+def _request_class(engine: EngineProtocol) -> type[GenerationRequest]:
+    return RemoteRequest if isinstance(engine, RemoteEngine) else GenerationRequest
+
+
+def _prompt_text(job: GenerationJob) -> str:
+    """The prompt as text for a server that tokenises it itself. A chat job goes through the
+    model's chat template here, as for the local engine, so the server runs the prompt Inkwell
+    counted and reserved quota for."""
+    if job.messages is None:
+        return job.prompt or ""
+    return catalog.tokenizer_for(job.model).apply_chat_template(
+        job.messages, add_generation_prompt=True, tokenize=False
+    )
+
+
+def _prompt_count_difference(job: GenerationJob, engine_prompt_tokens: int) -> dict:
+    """The job is charged the prompt Inkwell counted at submit (what the user was shown and quota
+    was reserved for); a server that counted otherwise (another tokenizer, a second BOS token)
+    is recorded here and logged, for the operator to look into."""
+    if engine_prompt_tokens == job.prompt_tokens:
+        return {}
+    logger.warning(
+        "job %s: the engine counted %d prompt tokens, Inkwell %d", job.id, engine_prompt_tokens, job.prompt_tokens
+    )
+    return {"engine_prompt_tokens": engine_prompt_tokens}
 
 
 def _flush(job_id, pieces: queue.SimpleQueue, delivered: list[str]) -> None:

@@ -188,6 +188,55 @@ INFERENCE_MODELS = dict(
 )
 if not INFERENCE_MODELS:
     raise ImproperlyConfigured("INFERENCE_MODELS must list at least one name=source pair")
+# Models served by an OpenAI-compatible inference server instead of this worker's engine: a JSON
+# object {"<name in INFERENCE_MODELS>": {"url": ..., ...}}. The INFERENCE_MODELS source stays the
+# model's tokenizer and config (prompt counting, limits); the server runs the weights.
+_REMOTE_FIELDS = {"url", "model", "api_key_env", "timeout", "connect_timeout", "prompt"}
+
+
+def _remote_server(name: str, spec) -> dict:
+    """One INFERENCE_REMOTE entry, checked, with its defaults and its API key read."""
+    where = f"INFERENCE_REMOTE[{name!r}]"
+    if name not in INFERENCE_MODELS:
+        raise ImproperlyConfigured(f"{where}: INFERENCE_MODELS has no model {name!r} (its tokenizer source)")
+    if isinstance(spec, str):
+        spec = {"url": spec}
+    if not isinstance(spec, dict):
+        raise ImproperlyConfigured(f"{where} must be a URL or an object with a url")
+    unknown = set(spec) - _REMOTE_FIELDS
+    if unknown:
+        raise ImproperlyConfigured(f"{where}: unknown fields {sorted(unknown)}; known: {sorted(_REMOTE_FIELDS)}")
+    url = str(spec.get("url", "")).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"{where}: url must be the server's http(s) base URL, like http://host:8000/v1")
+    api_key = ""
+    if spec.get("api_key_env"):
+        if spec["api_key_env"] not in env:
+            raise ImproperlyConfigured(f"{where}: the environment variable {spec['api_key_env']} is not set")
+        api_key = env.str(spec["api_key_env"])
+    timeouts = {key: spec.get(key, default) for key, default in (("timeout", 60), ("connect_timeout", 5))}
+    for key, value in timeouts.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ImproperlyConfigured(f"{where}: {key} must be a positive number of seconds")
+    if spec.get("prompt", "text") not in {"text", "token_ids"}:
+        raise ImproperlyConfigured(f"{where}: prompt must be text or token_ids")
+    return {
+        "url": url,
+        "model": str(spec.get("model") or INFERENCE_MODELS[name]),
+        "api_key": api_key,
+        "read_timeout": float(timeouts["timeout"]),
+        "connect_timeout": float(timeouts["connect_timeout"]),
+        "prompt_as_ids": spec.get("prompt") == "token_ids",
+    }
+
+
+try:
+    _remote = env.json("INFERENCE_REMOTE", default={})
+except ValueError as exc:
+    raise ImproperlyConfigured(f"INFERENCE_REMOTE is not valid JSON: {exc}") from None
+if not isinstance(_remote, dict):
+    raise ImproperlyConfigured('INFERENCE_REMOTE must be a JSON object: {"<model name>": {"url": ...}}')
+INFERENCE_REMOTE = {name: _remote_server(name, spec) for name, spec in _remote.items()}
 INFERENCE_DEVICE = env.str("INFERENCE_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
 INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="auto")  # auto | float32 | bfloat16 | float16 | int8
 # "transformers" runs the models; "noop" answers every job at once with no text (queue benchmarks).

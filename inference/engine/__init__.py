@@ -24,6 +24,9 @@ _EXPORTS = {
     "SamplingParams": ("types", "SamplingParams"),
     # the engine without a model (no torch)
     "NoopEngine": ("noop", "NoopEngine"),
+    # an OpenAI-compatible inference server as the engine (the openai client, no torch)
+    "RemoteEngine": ("remote", "RemoteEngine"),
+    "RemoteRequest": ("remote", "RemoteRequest"),
     # loading a model (torch)
     "LoadedModel": ("loading", "LoadedModel"),
     "ModelSpec": ("loading", "ModelSpec"),
