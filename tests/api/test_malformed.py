@@ -277,4 +277,3 @@ def test_a_number_where_the_rest_api_wants_text_is_a_400_not_a_lookup(send, body
     error = _refused(send(REST, body), param=param, says="string")
 
     assert error["code"] == "invalid_request"
-
