@@ -16,6 +16,7 @@ Text is released only when it is final:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import weakref
 from collections.abc import Sequence
@@ -59,15 +60,11 @@ _traits_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def tokenizer_traits(tokenizer) -> TokenizerTraits:
-    try:
+    with contextlib.suppress(KeyError, TypeError):
         return _traits_cache[tokenizer]
-    except (KeyError, TypeError):
-        pass
     traits = TokenizerTraits(_skipped_ids(tokenizer), _byte_ids(tokenizer), _cleans_up_spaces(tokenizer))
-    try:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: found again for each assembler
         _traits_cache[tokenizer] = traits
-    except TypeError:
-        pass  # not weak-referenceable: found again for each assembler
     return traits
 
 

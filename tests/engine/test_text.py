@@ -162,7 +162,7 @@ def test_streamed_text_with_stop_sequences_is_the_full_decode_cut_at_the_first_o
         streamed, text, stopped = stream(tokenizer, ids, stop)
         assert streamed == want, (ids, stop)
         assert text == want
-        assert stopped == (want != full or any(s in full for s in stop))
+        assert stopped == any(s in full for s in stop)
 
 
 def stop_sequences(full: str, rng: random.Random) -> list[str]:
@@ -237,7 +237,7 @@ def test_space_cleaner_equals_transformers_clean_up_however_the_text_is_split():
     reference = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0}, unk_token="a")))
     rng = random.Random(3)
     for _ in range(2_000):
-        text = "".join(rng.choice([" ", ".", "?", "!", ",", "'", "n", "t", "m", "s", "v", "e", "r", "x"]) for _ in range(rng.randint(0, 40)))
+        text = "".join(rng.choice(" .?!,'ntmsverx") for _ in range(rng.randint(0, 40)))
         cleaner = SpaceCleaner()
         out, at = [], 0
         while at < len(text):
