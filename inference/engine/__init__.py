@@ -28,6 +28,9 @@ _EXPORTS = {
     "LoadedModel": ("loading", "LoadedModel"),
     "ModelSpec": ("loading", "ModelSpec"),
     "load_model": ("loading", "load_model"),
+    "PRECISIONS": ("loading", "PRECISIONS"),
+    "model_bytes": ("loading", "model_bytes"),
+    "precisions_on": ("loading", "precisions_on"),
     # what web processes need (no torch of the engine's own)
     "TokenizerCache": ("tokenization", "TokenizerCache"),
     "load_tokenizer": ("tokenization", "load_tokenizer"),

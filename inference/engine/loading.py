@@ -27,6 +27,7 @@ QUANTIZED = ("int8", "int8-weight", "int4-weight")
 PRECISIONS = (*FLOAT_DTYPES, *QUANTIZED)  # what ModelSpec.dtype takes besides "auto"
 # Small groups keep a small model's error low; 32 divides the width of every model we ship.
 INT4_GROUP_SIZE = 32
+INT4_OUTPUT_MULTIPLE = 16  # int4 kernels pack output rows in tiles of 16 (CPU) or 8 (CUDA)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,20 @@ class LoadedModel:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """The bytes a tensor holds. A torchao tensor reports the float shape and dtype it stands for;
+    its real size is that of the tensors it packs (integer data, scales, zero points)."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        inner_names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, inner)) for inner in inner_names)
+    return tensor.numel() * tensor.element_size()
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Parameter and buffer bytes (a tied weight once): the model's own memory, before any cache."""
+    return sum(tensor_bytes(t) for t in (*model.parameters(), *model.buffers()))
 
 
 def pick_device(requested: str) -> torch.device:
@@ -135,13 +150,16 @@ def _torchao_config(precision: str, device: torch.device):
 
 
 def _quantizable(precision: str) -> Callable[[torch.nn.Module, str], bool]:
-    """Which layers torchao converts: every linear layer; for int4 those whose input width splits
-    into whole groups (torchao would leave the others as they are, silently)."""
+    """Which layers torchao converts: every linear layer; for int4 those whose shape its kernels
+    take (torchao would leave an input width that splits into no whole groups as it is, silently,
+    and fail on an output width that is no multiple of INT4_OUTPUT_MULTIPLE)."""
 
     def accept(module: torch.nn.Module, name: str) -> bool:
         if not isinstance(module, torch.nn.Linear):
             return False
-        return precision != "int4-weight" or module.in_features % INT4_GROUP_SIZE == 0
+        if precision != "int4-weight":
+            return True
+        return module.in_features % INT4_GROUP_SIZE == 0 and module.out_features % INT4_OUTPUT_MULTIPLE == 0
 
     return accept
 
@@ -177,8 +195,9 @@ def quantize(model: torch.nn.Module, precision: str, device: torch.device, name:
     taken = [path for path, m in linears if accept(m, path)]
     if not taken:
         raise ValueError(
-            f"model {name}: no linear layer has an input width divisible by {INT4_GROUP_SIZE}, "
-            f"so {precision} would change nothing; use int8 or int8-weight"
+            f"model {name}: no linear layer has a shape {precision} takes (input width a multiple of "
+            f"{INT4_GROUP_SIZE}, output width of {INT4_OUTPUT_MULTIPLE}), so it would change nothing; "
+            "use int8 or int8-weight"
         )
     if len(taken) < len(linears):
         logger.warning("model %s: %d of %d linear layers stay in float", name, len(linears) - len(taken), len(linears))
@@ -211,5 +230,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if precision in QUANTIZED:
         quantize(model, precision, device, spec.name)
     max_context = context_window(model.config, tokenizer)  # the rule the web side admits prompts by
-    logger.info("loaded model %s from %s on %s (%s)", spec.name, spec.source, device, precision)
+    logger.info(
+        "loaded model %s from %s on %s (%s, %.1f MiB)",
+        spec.name,
+        spec.source,
+        device,
+        precision,
+        model_bytes(model) / 2**20,
+    )
     return LoadedModel(spec, model, tokenizer, device, precision, max_context)
