@@ -12,6 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torchao.core.config import AOBaseConfig
+from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+from torchao.quantization import (
+    Int4WeightOnlyConfig,
+    Int8DynamicActivationInt8WeightConfig,
+    Int8WeightOnlyConfig,
+    quantize_,
+)
 from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
@@ -131,11 +139,7 @@ def check_precision(precision: str, device: torch.device) -> None:
         )
 
 
-def _torchao_config(precision: str, device: torch.device):
-    # torchao takes seconds to import and only the integer options need it.
-    from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
-    from torchao.quantization import Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
-
+def _torchao_config(precision: str, device: torch.device) -> AOBaseConfig:
     # No inductor settings: the engine runs eagerly.
     if precision == "int8":
         return Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
@@ -181,9 +185,6 @@ def int4_runs_on(device: torch.device) -> bool:
 
 
 def _quantize_module(module: torch.nn.Module, precision: str, device: torch.device) -> None:
-    # torchao takes seconds to import and only the integer options need it.
-    from torchao.quantization import quantize_
-
     quantize_(module, _torchao_config(precision, device), filter_fn=_quantizable(precision))
 
 
