@@ -40,6 +40,7 @@ _EXPORTS = {
     "DEMO_CORPUS": ("demo", "CORPUS"),
     "DEMO_SIZES": ("demo", "SIZES"),
     "build_demo_model": ("demo", "build_demo_model"),
+    "demo_corpus_split": ("demo", "corpus_split"),
 }
 
 __all__ = sorted(_EXPORTS)
