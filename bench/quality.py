@@ -3,8 +3,8 @@
 Usage:  .venv/bin/python bench/quality.py [--model PATH] [--new-tokens 32] [--every 8] [--options ...]
 
 The model is the demo model's size (4 layers, 256 wide) trained like it, but kept off every sixth
-paragraph of the shipped corpus (``build_demo_model(held_out=True)``; built on first use, about a
-minute, then reused): those paragraphs are text it has never seen. Prompts are their prefixes, one
+paragraph of the shipped corpus (``build_demo_model(held_out=True)``; built on first use, then
+reused): those paragraphs are text it has never seen. Prompts are their prefixes, one
 every ``--every`` tokens. For each option that runs on this CPU:
   greedy agreement  float32 writes ``--new-tokens`` tokens greedily from each prompt (end of text
                     ignored); the share of those positions where the option, given the same text
