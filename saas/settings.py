@@ -238,7 +238,13 @@ if not isinstance(_remote, dict):
     raise ImproperlyConfigured('INFERENCE_REMOTE must be a JSON object: {"<model name>": {"url": ...}}')
 INFERENCE_REMOTE = {name: _remote_server(name, spec) for name, spec in _remote.items()}
 INFERENCE_DEVICE = env.str("INFERENCE_DEVICE", default="auto")  # auto | cpu | cuda | cuda:N
-INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="auto")  # auto | float32 | bfloat16 | float16 | int8
+# auto: bf16 on CUDA (fp16 where bf16 is not supported), bf16 on a CPU with AMX, fp32 on other CPUs.
+# The integer options quantize linear layers through torchao; the engine refuses one that cannot
+# run on the device, naming those that can. The same names as the engine's PRECISIONS.
+INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16", "int8", "int8-weight", "int4-weight")
+INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="auto")
+if INFERENCE_DTYPE not in INFERENCE_DTYPES:
+    raise ImproperlyConfigured(f"INFERENCE_DTYPE must be one of {', '.join(INFERENCE_DTYPES)}, not {INFERENCE_DTYPE!r}")
 # "transformers" runs the models; "noop" answers every job at once with no text (queue benchmarks).
 INFERENCE_ENGINE = env.str("INFERENCE_ENGINE", default="transformers")
 ENGINE_MAX_BATCH = env.int("ENGINE_MAX_BATCH", default=32)

@@ -31,6 +31,9 @@ _EXPORTS = {
     "LoadedModel": ("loading", "LoadedModel"),
     "ModelSpec": ("loading", "ModelSpec"),
     "load_model": ("loading", "load_model"),
+    "PRECISIONS": ("loading", "PRECISIONS"),
+    "model_bytes": ("loading", "model_bytes"),
+    "precisions_on": ("loading", "precisions_on"),
     # what web processes need (no torch of the engine's own)
     "TokenizerCache": ("tokenization", "TokenizerCache"),
     "load_tokenizer": ("tokenization", "load_tokenizer"),
@@ -40,6 +43,7 @@ _EXPORTS = {
     "DEMO_CORPUS": ("demo", "CORPUS"),
     "DEMO_SIZES": ("demo", "SIZES"),
     "build_demo_model": ("demo", "build_demo_model"),
+    "demo_corpus_split": ("demo", "corpus_split"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,6 +21,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus.txt"
+# With ``held_out=True`` every HELD_OUT_EVERY-th paragraph of the corpus is kept out of training
+# (tokenizer and model), so quality can be measured on text the model has not seen.
+HELD_OUT_EVERY = 6
 END_OF_TEXT = "<|endoftext|>"
 # A plain-text chat format, so the demo exercises the chat-template path like a real chat model.
 CHAT_TEMPLATE = (
@@ -86,12 +89,20 @@ def _train(model: GPT2LMHeadModel, ids: list[int], steps: int, seed: int) -> Non
     model.eval()
 
 
-def build_demo_model(path: str | Path, *, size: str = "demo", seed: int = 0) -> Path:
-    """Build the model and tokenizer into ``path`` (created); returns the path."""
+def corpus_split() -> tuple[list[str], list[str]]:
+    """The corpus's paragraphs: (those a ``held_out=True`` model trains on, those it never sees)."""
+    paragraphs = [p.strip() for p in CORPUS.read_text().split("\n\n") if p.strip()]
+    held = [p for i, p in enumerate(paragraphs) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
+    return [p for p in paragraphs if p not in held], held
+
+
+def build_demo_model(path: str | Path, *, size: str = "demo", seed: int = 0, held_out: bool = False) -> Path:
+    """Build the model and tokenizer into ``path`` (created); returns the path. ``held_out``: train
+    on the first part of ``corpus_split()`` only (the default trains on the whole corpus)."""
     spec = SIZES[size]
     path = Path(path)
     torch.manual_seed(seed)
-    text = CORPUS.read_text()
+    text = "\n\n".join(corpus_split()[0]) if held_out else CORPUS.read_text()
     tokenizer = train_tokenizer(text)
     if spec.vocab_size and len(tokenizer) < spec.vocab_size:
         tokenizer.add_tokens([f"<|unused{i}|>" for i in range(spec.vocab_size - len(tokenizer))], special_tokens=True)
