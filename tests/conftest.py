@@ -69,21 +69,10 @@ def artifacts_dir() -> Path:
 def celery_worker(django_db_setup, django_db_blocker, artifacts_dir, tiny_model_path):
     """A real Celery worker process on the configured broker and the test database (one per test
     module, so modules that kill workers start from a clean slate)."""
-    from saas.tasks import ping
-    from tests.support import start_worker, wait_until
+    from tests.support import start_worker_ready
 
     with django_db_blocker.unblock():
-        worker = start_worker(artifacts_dir / "logs")
-    try:
-        wait_until(
-            lambda: ping.apply_async(expires=5).get(timeout=2) == "pong",
-            timeout=60,
-            what="celery worker",
-            process=worker.process,
-        )
-    except Exception:
-        worker.stop()
-        raise RuntimeError("the Celery worker did not start:\n" + worker.log()[-3000:]) from None
+        worker = start_worker_ready(artifacts_dir / "logs")
     yield worker
     worker.stop()
 

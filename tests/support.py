@@ -16,6 +16,7 @@ from django.db import connection
 
 from saas.celery import ALL_QUEUES
 from saas.embedded import die_with_parent
+from saas.tasks import ping
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -100,6 +101,23 @@ def start_worker(log_dir: Path, *, name: str = "test", concurrency: int = 4, **e
     ]  # fmt: skip
     env.setdefault("WORKER_HEARTBEAT_SECONDS", "1")  # tests wait on heartbeats; keep them quick
     return ManagedProcess(args, process_env(**env), log_dir / f"worker-{name}.log")
+
+
+def start_worker_ready(log_dir: Path, **options) -> ManagedProcess:
+    """``start_worker``, then wait until it answers a ping through the broker; if it never does,
+    stop it and fail with the end of its log."""
+    worker = start_worker(log_dir, **options)
+    try:
+        wait_until(
+            lambda: ping.apply_async(expires=5).get(timeout=2) == "pong",
+            timeout=60,
+            what="celery worker",
+            process=worker.process,
+        )
+    except Exception:
+        worker.stop()
+        raise RuntimeError("the Celery worker did not start:\n" + worker.log()[-3000:]) from None
+    return worker
 
 
 def start_web(log_dir: Path, port: int, **env: str) -> ManagedProcess:

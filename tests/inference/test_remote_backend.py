@@ -17,7 +17,6 @@ import pytest
 from billing.models import QuotaPeriod, UsageRecord
 from inference.models import JobStatus
 from inference.services import job_cancel, job_submit
-from saas.tasks import ping
 from tests.inference.helpers import (
     stream_events,
     streamed_text,
@@ -25,7 +24,7 @@ from tests.inference.helpers import (
     wait_until_final,
     wait_until_streaming,
 )
-from tests.support import ManagedProcess, free_port, start_worker, wait_until
+from tests.support import ManagedProcess, free_port, start_worker_ready, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PROMPT = "Once upon a time"
@@ -82,17 +81,9 @@ def inference_server(tiny_model_path, artifacts_dir):
 def remote_worker(django_db_setup, django_db_blocker, inference_server, artifacts_dir):
     remote = {"inkwell-tiny": {"url": inference_server.url, "timeout": 20}}
     with django_db_blocker.unblock():
-        worker = start_worker(artifacts_dir / "logs", name="remote", INFERENCE_REMOTE=json.dumps(remote))
-    try:
-        wait_until(
-            lambda: ping.apply_async(expires=5).get(timeout=2) == "pong",
-            timeout=60,
-            what="celery worker",
-            process=worker.process,
-        )
-        yield worker
-    finally:
-        worker.stop()
+        worker = start_worker_ready(artifacts_dir / "logs", name="remote", INFERENCE_REMOTE=json.dumps(remote))
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture
