@@ -15,6 +15,13 @@ with NaN or inf ends alone with ``FinishReason.ERROR``, keeping its text so far.
 that produced any such row, and any forward pass that raised (CUDA out of memory included), is
 run again one row at a time, so the fault lands on the row that causes it and on no other.
 
+Out of memory (``torch.OutOfMemoryError``) is a fault of size, not of a row: the step that hit it
+is run again in halves, down to one row, and the engine lowers its caps so that the next steps do
+not hit it again: the running batch (no row is admitted while the batch holds as many, and a
+batch above it decodes in parts of that size) and the prompt tokens packed in one prefill. After
+``oom_recovery_steps`` decoding steps in a row without one, each cap grows back by an eighth of
+its configured size. A row fails with out of memory only when it cannot run even alone.
+
 Every request taken in ends. If the scheduler thread itself fails (an exception escaping its
 loop, a bug in the bookkeeping included), every waiting and running request ends with ERROR,
 ``alive`` turns False, ``failure`` says why, and ``submit`` refuses new requests: the worker
@@ -67,6 +74,7 @@ class Engine:
         max_batch: int = 32,
         prefill_tokens_per_step: int = 1024,
         initial_capacity: int = 256,
+        oom_recovery_steps: int = 64,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -74,6 +82,12 @@ class Engine:
         self.device = loaded.device
         self.max_batch = max_batch
         self.prefill_tokens_per_step = prefill_tokens_per_step
+        # Lowered after an out-of-memory error, grown back after oom_recovery_steps clean steps.
+        self.oom_recovery_steps = oom_recovery_steps
+        self._batch_cap = max_batch
+        self._prefill_budget = prefill_tokens_per_step
+        self._clean_steps = 0
+        self.out_of_memory_errors = 0  # caught and survived: a count for logs and tests
         text_config = self.model.config.get_text_config()
         self._cache = BatchKVCache(
             num_layers=text_config.num_hidden_layers, max_rows=max_batch, capacity=initial_capacity
@@ -159,6 +173,16 @@ class Engine:
         return len(self._rows) + len(self._waiting)
 
     @property
+    def batch_cap(self) -> int:
+        """The most rows decoded together now: ``max_batch``, or less after an out-of-memory error."""
+        return self._batch_cap
+
+    @property
+    def prefill_budget(self) -> int:
+        """The most prompt tokens packed in one prefill now (lowered after out of memory)."""
+        return self._prefill_budget
+
+    @property
     def alive(self) -> bool:
         """True while the scheduler thread runs and takes requests; False before ``start``, after
         ``stop``, and for good once the thread has died (``failure`` then says why)."""
@@ -227,8 +251,8 @@ class Engine:
 
     def _take_waiting(self) -> list[GenerationRequest]:
         taken: list[GenerationRequest] = []
-        budget = self.prefill_tokens_per_step
-        while self._waiting and len(self._rows) + len(taken) < self.max_batch:
+        budget = self._prefill_budget
+        while self._waiting and len(self._rows) + len(taken) < self._batch_cap:
             request = self._waiting[0]
             if taken and len(request.prompt_ids) > budget:
                 break
@@ -252,7 +276,7 @@ class Engine:
         group: list[GenerationRequest] = []
         tokens = 0
         for request in live:
-            if group and tokens + len(request.prompt_ids) > self.prefill_tokens_per_step:
+            if group and tokens + len(request.prompt_ids) > self._prefill_budget:
                 self._prefill(group)
                 group, tokens = [], 0
             group.append(request)
@@ -267,6 +291,13 @@ class Engine:
         self._make_room(max(len(r.prompt_ids) for r in requests))
         try:
             logits = self._prefill_forward(requests)
+        except torch.OutOfMemoryError as exc:
+            if len(requests) == 1:
+                self._note_out_of_memory(exc)
+                self._fail_unstarted(requests[0], exc)
+            else:
+                self._prefill_in_halves(requests, exc)
+            return
         except Exception as exc:
             if len(requests) == 1:
                 self._fail_unstarted(requests[0], exc)
@@ -282,6 +313,19 @@ class Engine:
             self._prefill_one_by_one(requests)
             return
         self._admit(requests, logits)
+
+    def _prefill_in_halves(self, requests: list[GenerationRequest], exc: torch.OutOfMemoryError) -> None:
+        """A packed prefill ran out of memory: pack half as many tokens from now on, and prefill
+        this group again in two halves (each halved again should it still not fit)."""
+        tokens = sum(len(r.prompt_ids) for r in requests)
+        logger.warning(
+            "a packed prefill of %d prompts (%d tokens) ran out of memory; in halves now", len(requests), tokens
+        )
+        self._note_out_of_memory(exc)
+        self._prefill_budget = min(self._prefill_budget, max(1, tokens // 2))
+        middle = len(requests) // 2
+        self._prefill(requests[:middle])
+        self._prefill(requests[middle:])
 
     def _prefill_one_by_one(self, requests: list[GenerationRequest]) -> None:
         for request in requests:
@@ -361,40 +405,71 @@ class Engine:
     # --- decode -------------------------------------------------------------------------------
 
     def _decode_step(self) -> None:
+        """One token for every row: in one pass, or in parts of ``batch_cap`` rows after an
+        out-of-memory error.
+
+        A part that fails may have written this step's column already (for some layers and rows).
+        Each retry writes that same column at every layer before it reads it, and no length or
+        column count moves until every part has run, so nothing stale is read."""
         self._ensure_capacity()
-        errors: list[str] | None = None
-        try:
-            logits = self._decode_forward(0, len(self._rows))
-        except Exception as exc:
-            logits, errors = self._decode_one_by_one(exc)
+        errors_before = self.out_of_memory_errors
+        pieces: list[torch.Tensor] = []
+        errors: list[str] = []
+        start = 0
+        while start < len(self._rows):
+            end = min(start + self._batch_cap, len(self._rows))
+            part_logits, part_errors = self._decode_part(start, end)
+            pieces.append(part_logits)
+            errors.extend(part_errors)
+            start = end
+        logits = pieces[0] if len(pieces) == 1 else torch.cat([p.float() for p in pieces])
         self._columns += 1
         for row in self._rows:
             row.length += 1
-        self._accept(list(self._rows), logits, 0, errors)
+        self._accept(list(self._rows), logits, 0, errors if any(errors) else None)
+        if self.out_of_memory_errors == errors_before:
+            self._after_clean_step()
 
-    def _decode_one_by_one(self, batch_exc: Exception) -> tuple[torch.Tensor, list[str]]:
-        """The batched step raised: run each row alone, so that only a row failing alone fails.
+    def _decode_part(self, start: int, end: int) -> tuple[torch.Tensor, list[str]]:
+        """Decode rows ``start..end``. Out of memory: lower the cap and run the two halves (each
+        halved again should it still not fit); a row alone that runs out fails. Any other fault:
+        each row alone, so that only a row failing alone fails. Returns the logits (zeros for a
+        row that failed) and each row's error ("" for none)."""
+        try:
+            return self._decode_forward(start, end), [""] * (end - start)
+        except torch.OutOfMemoryError as exc:
+            self._note_out_of_memory(exc)
+            if end - start == 1:
+                return self._decode_failed(start, [exc])
+            logger.warning("a decoding step of %d rows ran out of memory; in halves now", end - start)
+            half = (end - start + 1) // 2  # the larger half: a part this size runs next
+            self._batch_cap = min(self._batch_cap, half)
+            middle = start + half
+            first, first_errors = self._decode_part(start, middle)
+            second, second_errors = self._decode_part(middle, end)
+            return torch.cat([first.float(), second.float()]), first_errors + second_errors
+        except Exception as exc:
+            if end - start == 1:
+                return self._decode_failed(start, [exc])  # alone already: it would fail the same way
+            logger.warning("a decoding step of %d rows failed (%s); one row at a time now", end - start, exc)
+            return self._decode_one_by_one(start, end)
 
-        The failed step may have written this step's column already (for some layers and rows).
-        Each row alone writes that same column at every layer before it reads it, and no length
-        or column count has moved, so nothing stale is read. Returns the logits (zeros for a row
-        that failed) and each row's error ("" for none)."""
-        _release_memory_after(batch_exc)
-        results: list[torch.Tensor | Exception]
-        if len(self._rows) == 1:
-            results = [batch_exc]  # alone already: the same pass again would fail the same way
-        else:
-            logger.warning("a decoding step of %d rows failed (%s); one row at a time now", len(self._rows), batch_exc)
-            results = []
-            for slot in range(len(self._rows)):
-                try:
-                    results.append(self._decode_forward(slot, slot + 1).float())
-                except Exception as exc:
-                    _release_memory_after(exc)
-                    results.append(exc)
+    def _decode_one_by_one(self, start: int, end: int) -> tuple[torch.Tensor, list[str]]:
+        results: list[torch.Tensor | Exception] = []
+        for slot in range(start, end):
+            try:
+                results.append(self._decode_forward(slot, slot + 1).float())
+            except Exception as exc:
+                _release_memory_after(exc)
+                results.append(exc)
+        return self._decode_failed(start, results)
+
+    def _decode_failed(self, start: int, results: list[torch.Tensor | Exception]) -> tuple[torch.Tensor, list[str]]:
+        """Logits and errors for rows from ``start`` on, from each row's result: its logits, or the
+        exception its pass raised alone (that row then gets zeros and an error)."""
         placeholder = torch.zeros((1, self._seen.shape[-1]), dtype=torch.float32, device=self.device)
         pieces, errors = [], []
-        for row, result in zip(self._rows, results, strict=True):
+        for row, result in zip(self._rows[start : start + len(results)], results, strict=True):
             if isinstance(result, Exception):
                 logger.error("decoding failed for %s", row.request.request_id, exc_info=result)
                 pieces.append(placeholder)
@@ -403,6 +478,28 @@ class Engine:
                 pieces.append(result)
                 errors.append("")
         return torch.cat(pieces), errors
+
+    def _note_out_of_memory(self, exc: torch.OutOfMemoryError) -> None:
+        _release_memory_after(exc)
+        self.out_of_memory_errors += 1
+        self._clean_steps = 0
+
+    def _after_clean_step(self) -> None:
+        """Grow the caps back, an eighth of their configured size every oom_recovery_steps clean
+        steps: slowly, since memory that ran out once may run out again."""
+        if self._batch_cap == self.max_batch and self._prefill_budget == self.prefill_tokens_per_step:
+            return
+        self._clean_steps += 1
+        if self._clean_steps < self.oom_recovery_steps:
+            return
+        self._clean_steps = 0
+        self._batch_cap = min(self.max_batch, self._batch_cap + max(1, self.max_batch // 8))
+        self._prefill_budget = min(
+            self.prefill_tokens_per_step, self._prefill_budget + max(1, self.prefill_tokens_per_step // 8)
+        )
+        logger.info(
+            "caps after out of memory grow back: %d rows, %d prefill tokens", self._batch_cap, self._prefill_budget
+        )
 
     def _decode_forward(self, row_start: int, row_end: int) -> torch.Tensor:
         """One decoding step for rows ``row_start..row_end``; writes column ``self._columns``."""
