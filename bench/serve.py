@@ -1,7 +1,7 @@
 """Serving benchmark: Inkwell's engine vs transformers' continuous batching under a Poisson load.
 
 Usage:  .venv/bin/python bench/serve.py [--quick] [--rates 0.2,0.4,1] [--requests 48] [--dtype float32]
-                                        [--max-batch 32] [--threads N] [--model PATH]
+                                        [--max-batch 32] [--threads N] [--model PATH] [--device cpu]
 
 One model (by default the GPT-2-size model of bench/engine.py: 124M parameters, random weights,
 built locally), one set of requests (mixed prompt and output lengths drawn with a fixed seed,
@@ -37,6 +37,9 @@ detokenisation, the loop itself).
 2 busy cores with --threads 1). The default (prompts 8-512, outputs 16-512, 48 requests at 0.2, 0.4
 and 1 request/s) takes far longer: see README "Measured". On a CPU shared with other busy
 processes, --threads 1 is faster than 2: torch's threads wait for each other at every operation.
+
+--device cuda (bench/gpu_check.sh): the same runs on a GPU; after each system's run it also prints
+the peak GPU memory allocated (torch.cuda.max_memory_allocated, reset before each run).
 """
 
 from __future__ import annotations
@@ -381,11 +384,24 @@ def print_split(loaded: LoadedModel, jobs: list[Job]) -> None:
 # --- main ----------------------------------------------------------------------------------------
 
 
+def reset_peak_memory(loaded: LoadedModel) -> None:
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(loaded.device)
+
+
+def print_peak_memory(loaded: LoadedModel, rate: float, system: str) -> None:
+    """On a GPU, the run's peak allocation (model weights included); on a CPU, nothing."""
+    if loaded.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(loaded.device) / 2**30
+        print(f"{'':>6}  {system:<13}peak GPU memory allocated at {rate:g} req/s: {peak:.2f} GiB")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter requests, fewer of them, higher rates")
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--rates", help="requests per second, comma-separated, lowest first; the last saturates")
     parser.add_argument("--requests", type=int, help="requests per run")
     parser.add_argument("--max-batch", type=int, default=32, help="requests decoded together, both systems")
@@ -408,7 +424,7 @@ def main() -> None:
         print(f"building the GPT-2-size benchmark model in {args.model} ...", flush=True)
         build_demo_model(args.model, size="gpt2")
     torch.manual_seed(0)
-    loaded = load_model(ModelSpec("bench", args.model, dtype=args.dtype, device="cpu"))
+    loaded = load_model(ModelSpec("bench", args.model, dtype=args.dtype, device=args.device))
     jobs = make_jobs(loaded.tokenizer, workload)
     longest = max(len(j.prompt_ids) + j.max_new_tokens for j in jobs)
     mean_output = statistics.mean(j.max_new_tokens for j in jobs)
@@ -431,11 +447,15 @@ def main() -> None:
     with torch.inference_mode():
         for rate in workload.rates:
             offered = rate * mean_output
+            reset_peak_memory(loaded)
             engine_served = run_engine(loaded, jobs, rate, args.max_batch)
+            print_peak_memory(loaded, rate, "engine")
             check_served("engine", jobs, engine_served)
             engine_runs.append(stats(engine_served))
             print_row(rate, "engine", offered, engine_runs[-1], "")
+            reset_peak_memory(loaded)
             peer_served = run_transformers(loaded.model, jobs, rate, args.max_batch, longest)
+            print_peak_memory(loaded, rate, "transformers")
             check_served("transformers", jobs, peer_served)
             peer_runs.append(stats(peer_served))
             print_row(rate, "transformers", offered, peer_runs[-1], f"{agreement(peer_served, engine_served):.0%}")

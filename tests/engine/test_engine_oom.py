@@ -6,6 +6,10 @@ fault; the caps grow back after clean steps; a row that runs out of memory even 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +151,14 @@ def test_a_prompt_that_runs_out_of_memory_even_alone_fails_alone(loaded, prompt_
     for result, ids in zip([first, second], short, strict=True):
         assert result.error == ""
         assert result.token_ids == greedy_reference(loaded, ids, 30)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal shows only on a machine without CUDA")
+def test_the_gpu_check_refuses_clearly_without_cuda() -> None:
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.sh"
+    run = subprocess.run(
+        ["bash", str(script)], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 2
+    assert "no CUDA device" in run.stderr
+    assert "engine tests" not in run.stdout
