@@ -54,18 +54,33 @@ def _maintenance() -> str | None:
 
 
 CHECKS = {"database": _database, "broker": _broker, "worker": _worker, "maintenance": _maintenance}
+# What one web process needs to serve requests. A load balancer probes this: a worker or the
+# maintenance process being down is no reason to take web processes out of rotation.
+WEB_CHECKS = ("database", "broker")
+
+
+def _report(name: str, parts) -> JsonResponse:
+    checks = {}
+    down = []
+    for part in parts:
+        problem = CHECKS[part]()
+        checks[part] = {"ok": problem is None, **({"error": problem} if problem else {})}
+        if problem:
+            down.append(part)
+            logger.warning("%s: %s", name, problem)
+    body = {"status": "down" if down else "ok", "down": down, "checks": checks}
+    return JsonResponse(body, status=503 if down else 200)
 
 
 @never_cache
 @require_GET
 def healthz(request):
-    checks = {}
-    down = []
-    for part, check in CHECKS.items():
-        problem = check()
-        checks[part] = {"ok": problem is None, **({"error": problem} if problem else {})}
-        if problem:
-            down.append(part)
-            logger.warning("healthz: %s", problem)
-    body = {"status": "down" if down else "ok", "down": down, "checks": checks}
-    return JsonResponse(body, status=503 if down else 200)
+    """The whole system: database, broker, a live worker, the sweeper (for monitoring)."""
+    return _report("healthz", CHECKS)
+
+
+@never_cache
+@require_GET
+def readyz(request):
+    """This web process can serve: its database and broker answer (for load balancers)."""
+    return _report("readyz", WEB_CHECKS)

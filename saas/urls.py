@@ -12,6 +12,7 @@ admin.site.login = secure_admin_login(admin.site.login)
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("privacy/", views.privacy, name="privacy"),
     path("account/delete/", views.delete_account, name="account_delete"),
     path("accounts/", include("allauth.urls")),

@@ -86,3 +86,27 @@ def test_healthz_names_maintenance_when_no_sweep_has_finished_lately(client, set
     body = client.get("/healthz").json()
     assert body["down"] == ["maintenance"]
     assert "manage.py maintenance" in body["checks"]["maintenance"]["error"]
+
+
+@pytest.mark.django_db
+def test_readyz_is_ok_for_the_web_while_the_workers_and_the_sweeper_are_down(client, settings):
+    # No worker row and no sweep mark: /healthz is down, but this web process can serve.
+    settings.MAINTENANCE_STALE_SECONDS = 1
+
+    ready = client.get("/readyz")
+    health = client.get("/healthz")
+
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "down": [], "checks": {"database": {"ok": True}, "broker": {"ok": True}}}
+    assert health.status_code == 503 and set(health.json()["down"]) >= {"worker"}
+
+
+@pytest.mark.django_db
+def test_readyz_names_the_broker_when_it_is_unreachable(client, monkeypatch):
+    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["broker"]
+    assert "broker unreachable" in response.json()["checks"]["broker"]["error"]
