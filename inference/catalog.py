@@ -58,6 +58,11 @@ def prompt_token_ids(name: str, *, prompt: str | None = None, messages: list[dic
     return list(tokenizer(prompt or "", add_special_tokens=True).input_ids)
 
 
+def text_token_count(name: str, text: str) -> int:
+    """How many tokens ``text`` is for model ``name``'s tokenizer (no special tokens added)."""
+    return len(tokenizer_for(name)(text, add_special_tokens=False).input_ids)
+
+
 def local_model_missing(name: str) -> bool:
     source = settings.INFERENCE_MODELS[name]
     looks_local = source.startswith((".", "/")) or Path(source).exists()

@@ -44,9 +44,6 @@ def configure_torch() -> None:
 
 def engine_for(name: str) -> EngineProtocol:
     """This process's engine for model ``name``, loaded on first use and kept."""
-    # The scheduler and the loader import torch: only a worker that runs a model gets that far.
-    from inference.engine import Engine, ModelSpec, load_model
-
     with _lock:
         engine = _engines.get(name)
         if engine is None and settings.INFERENCE_ENGINE == "noop":
@@ -54,6 +51,9 @@ def engine_for(name: str) -> EngineProtocol:
         if engine is None and name in settings.INFERENCE_REMOTE:
             engine = _engines[name] = _remote_engine(name)
         if engine is None:
+            # The scheduler and the loader import torch: only a worker that runs a model here gets this far.
+            from inference.engine import Engine, ModelSpec, load_model
+
             spec = ModelSpec(
                 name=name,
                 source=settings.INFERENCE_MODELS[name],
@@ -79,7 +79,7 @@ def _remote_engine(name: str) -> EngineProtocol:
         read_timeout=server["read_timeout"],
         connect_timeout=server["connect_timeout"],
         prompt_as_ids=server["prompt_as_ids"],
-        count_tokens=lambda text: len(catalog.tokenizer_for(name)(text, add_special_tokens=False).input_ids),
+        count_tokens=lambda text: catalog.text_token_count(name, text),
     ).start()
 
 
@@ -130,7 +130,7 @@ def _delivered_tokens(job: GenerationJob, text: str) -> int:
     """Tokens in text already delivered, for a job whose engine never said how many it made."""
     if not text:
         return 0
-    tokens = len(catalog.tokenizer_for(job.model)(text, add_special_tokens=False).input_ids)
+    tokens = catalog.text_token_count(job.model, text)
     return min(max(tokens, 1), job.max_new_tokens)
 
 
