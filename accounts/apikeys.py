@@ -59,9 +59,10 @@ def looks_valid(raw: str) -> bool:
 
 
 def api_key_create(
-    *, user, name: str, scope: str = ApiKeyScope.WRITE, expires_in_days: int | None = None, request=None
+    *, user, workspace, name: str, scope: str = ApiKeyScope.WRITE, expires_in_days: int | None = None, request=None
 ):
-    """Returns (key row, the full key). The full key exists only in this return value."""
+    """A key that acts as ``user`` in ``workspace`` (of which they are a member). Returns (key row,
+    the full key). The full key exists only in this return value."""
     if not name.strip():
         raise ApplicationError("Give the key a name, so you can tell your keys apart.", param="name")
     if scope not in ApiKeyScope.values:
@@ -71,19 +72,42 @@ def api_key_create(
     expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
     key = ApiKey.objects.create(
         user=user,
+        workspace=workspace,
         name=name.strip()[:100],
         prefix=body[:LOOKUP_LENGTH],
         key_hash=key_hash(raw),
         scope=scope,
         expires_at=expires_at,
     )
-    audit_record(action=AuditAction.API_KEY_CREATED, user=user, actor=user, request=request, key=key.display)
+    audit_record(
+        action=AuditAction.API_KEY_CREATED,
+        user=user,
+        actor=user,
+        workspace=workspace,
+        request=request,
+        key=key.display,
+    )
     return key, raw
+
+
+def api_keys_revoke_member(*, user, workspace, actor=None) -> int:
+    """Revoke every live key ``user`` made in ``workspace`` (they were removed from it)."""
+    keys = list(ApiKey.objects.filter(user=user, workspace=workspace, revoked_at__isnull=True))
+    for key in keys:
+        api_key_revoke(key=key, actor=actor)
+    return len(keys)
 
 
 def api_key_revoke(*, key: ApiKey, actor=None, request=None) -> ApiKey:
     if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
-        audit_record(action=AuditAction.API_KEY_REVOKED, user=key.user, actor=actor, request=request, key=key.display)
+        audit_record(
+            action=AuditAction.API_KEY_REVOKED,
+            user=key.user,
+            actor=actor,
+            workspace=key.workspace,
+            request=request,
+            key=key.display,
+        )
     key.refresh_from_db()
     return key
 
@@ -92,7 +116,11 @@ def api_key_authenticate(raw: str) -> ApiKey:
     """The live key for ``raw``, or AuthenticationFailed saying why."""
     if not looks_valid(raw):
         raise AuthenticationFailed("This is not an Inkwell API key (they start with ink_).", code="invalid_api_key")
-    key = ApiKey.objects.select_related("user").filter(prefix=raw[len(PREFIX) : len(PREFIX) + LOOKUP_LENGTH]).first()
+    key = (
+        ApiKey.objects.select_related("user", "workspace")
+        .filter(prefix=raw[len(PREFIX) : len(PREFIX) + LOOKUP_LENGTH])
+        .first()
+    )
     if key is None or not hmac.compare_digest(key.key_hash, key_hash(raw)):
         raise AuthenticationFailed("Unknown API key.", code="invalid_api_key")
     now = timezone.now()

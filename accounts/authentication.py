@@ -5,6 +5,7 @@ from rest_framework import authentication, permissions
 
 from accounts.apikeys import AuthenticationFailed, api_key_authenticate
 from accounts.models import ApiKey, ApiKeyScope
+from accounts.workspaces import membership_of_key
 
 
 def refuse_key_in_url(query) -> None:
@@ -28,12 +29,17 @@ def key_from_header(header: str) -> str | None:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """A key signs in its maker and puts the request in the key's workspace: ``request.membership``
+    (set for signed-in browsers by accounts.middleware) becomes the key's member for the rest of
+    the request, so a key never acts in another workspace, whatever the session chose."""
+
     def authenticate(self, request):
         refuse_key_in_url(request.query_params)
         raw = key_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
         if raw is None:
             return None
         key = api_key_authenticate(raw)
+        request._request.membership = membership_of_key(key)
         return key.user, key
 
     def authenticate_header(self, request) -> str:

@@ -56,7 +56,9 @@ class ApiKeyScope(models.TextChoices):
 class ApiKey(models.Model):
     """A developer's key. Only a lookup prefix and a SHA-256 hash are stored, never the key."""
 
+    # The member who made it; it acts as that member in ``workspace`` and nowhere else.
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    workspace = models.ForeignKey("Workspace", on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)
     key_hash = models.CharField(max_length=64)
@@ -75,3 +77,88 @@ class ApiKey(models.Model):
     @property
     def display(self) -> str:
         return f"ink_{self.prefix}…"
+
+
+class WorkspaceRole(models.TextChoices):
+    """What a member may do; the rules themselves live in ``accounts.permissions``."""
+
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+
+
+class Workspace(models.Model):
+    """The tenant: it owns the subscription, the quota ledger, API keys, jobs, usage and audit
+    events. Every user has a personal one (``personal_of``); a team workspace has several members."""
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=60, unique=True)
+    # Set on the user's personal workspace only: one each, found without a search.
+    personal_of = models.OneToOneField(
+        User, on_delete=models.CASCADE, null=True, blank=True, related_name="personal_workspace"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_personal(self) -> bool:
+        return self.personal_of_id is not None
+
+
+class Membership(models.Model):
+    """A user's place in a workspace: a role and, optionally, a monthly token cap of their own
+    inside the workspace's pool (enforced in the same reservation as the pool)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=WorkspaceRole.choices, default=WorkspaceRole.MEMBER)
+    monthly_token_cap = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Most tokens this member may spend per period (empty: only the pool limits)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user"),
+            models.UniqueConstraint(
+                fields=["workspace"], condition=models.Q(role="owner"), name="one_owner_per_workspace"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} ({self.role})"
+
+
+class Invitation(models.Model):
+    """An invitation by email. The link carries a signature of its id; it works once, until
+    ``expires_at``, unless revoked."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=WorkspaceRole.choices, default=WorkspaceRole.MEMBER)
+    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                "workspace",
+                Lower("email"),
+                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="one_open_invitation_per_email",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.workspace}"

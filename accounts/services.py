@@ -48,6 +48,12 @@ def user_delete(*, user) -> None:
     user.delete()
 
 
+def workspace_delete(*, workspace) -> None:
+    """The workspace's row and everything that cascades from it (its ledger, keys, jobs and usage).
+    Part of flows that first settle what other apps hold (saas.flows)."""
+    workspace.delete()
+
+
 def user_suspend(*, user, reason: str, actor=None) -> None:
     """Suspended: cannot sign in (is_active off), so keys are refused too. The suspension flow
     (saas.flows.user_suspend) also stops the user's jobs."""

@@ -7,6 +7,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from accounts.apikeys import api_key_create, api_key_revoke
 from accounts.forms import ApiKeyForm, ProfileForm
+from accounts.models import ApiKey
+from accounts.workspaces import Permission, allows, member_required
 from core.models import SECURITY_ACTIONS
 
 
@@ -21,14 +23,23 @@ def profile(request):
     return render(request, "accounts/profile.html", {"form": form, "security_events": events})
 
 
-@login_required
+def _keys_visible(membership):
+    """The keys a member sees and may revoke: their own in this workspace; owners and admins see
+    every key of the workspace."""
+    keys = ApiKey.objects.select_related("user").filter(workspace=membership.workspace)
+    return keys if allows(membership, Permission.KEYS_MANAGE_ALL) else keys.filter(user=membership.user)
+
+
+@member_required()
 def api_keys(request):
-    """Create and revoke keys; a new key is shown on this response only, never again."""
+    """Create and revoke keys; a new key is shown on this response only, never again. A key acts
+    as its maker in the current workspace."""
     form = ApiKeyForm(request.POST or None)
     created = None
     if request.method == "POST" and form.is_valid():
         key, raw = api_key_create(
             user=request.user,
+            workspace=request.membership.workspace,
             name=form.cleaned_data["name"],
             scope=form.cleaned_data["scope"],
             expires_in_days=form.cleaned_data["expires_in_days"],
@@ -43,18 +54,19 @@ def api_keys(request):
         {
             "form": form,
             "created": created,
-            "keys": request.user.api_keys.all(),
+            "keys": _keys_visible(request.membership),
+            "all_keys": allows(request.membership, Permission.KEYS_MANAGE_ALL),
             "base_url": base_url,
             "example_model": next(iter(settings.INFERENCE_MODELS)),
         },
     )
 
 
-@login_required
+@member_required()
 def api_key_revoke_view(request, key_id: int):
     if request.method == "POST":
         key = api_key_revoke(
-            key=get_object_or_404(request.user.api_keys, pk=key_id), actor=request.user, request=request
+            key=get_object_or_404(_keys_visible(request.membership), pk=key_id), actor=request.user, request=request
         )
         messages.success(request, f"Key {key.name} revoked: requests with it now get 401.")
     return redirect("account_api_keys")

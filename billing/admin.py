@@ -42,10 +42,18 @@ class PlanAdmin(admin.ModelAdmin):
 class SubscriptionAdmin(admin.ModelAdmin):
     """A read-only mirror of Stripe: change subscriptions in Stripe, and they follow here."""
 
-    list_display = ("user", "plan", "status", "is_comp", "current_period_end", "cancel_at_period_end", "stripe_link")
+    list_display = (
+        "workspace",
+        "plan",
+        "status",
+        "is_comp",
+        "current_period_end",
+        "cancel_at_period_end",
+        "stripe_link",
+    )
     list_filter = ("status", "plan", "is_comp", "cancel_at_period_end")
-    list_select_related = ("user", "plan")
-    search_fields = ("user__email", "stripe_subscription_id", "stripe_customer_id")
+    list_select_related = ("workspace", "plan")
+    search_fields = ("workspace__slug", "workspace__name", "stripe_subscription_id", "stripe_customer_id")
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -66,13 +74,16 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
 @admin.register(QuotaPeriod)
 class QuotaPeriodAdmin(admin.ModelAdmin):
-    list_display = ("user", "period_start", "period_end", "allowance", "reserved", "used")
-    list_select_related = ("user",)
-    search_fields = ("user__email",)
-    raw_id_fields = ("user",)
+    list_display = ("workspace", "period_start", "period_end", "allowance", "reserved", "used")
+    list_select_related = ("workspace",)
+    search_fields = (
+        "workspace__slug",
+        "workspace__name",
+    )
+    raw_id_fields = ("workspace",)
     # The ledger moves only through its services (reserve, settle, grant, top-up): editing a
     # count by hand would break "reserved returns to 0". Staff grant tokens with the user's Top-up.
-    readonly_fields = ("user", "period_start", "period_end", "allowance", "reserved", "used", "created_at")
+    readonly_fields = ("workspace", "period_start", "period_end", "allowance", "reserved", "used", "created_at")
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -83,10 +94,19 @@ class QuotaPeriodAdmin(admin.ModelAdmin):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "user", "model", "status", "prompt_tokens", "completion_tokens", "tokens_charged")
+    list_display = (
+        "created_at",
+        "workspace",
+        "user",
+        "model",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_charged",
+    )
     list_filter = ("status", "model", "plan_slug")
-    list_select_related = ("user",)
-    search_fields = ("user__email",)
+    list_select_related = ("workspace", "user")
+    search_fields = ("user__email", "workspace__slug")
     raw_id_fields = ("user", "job", "quota_period")
 
     def has_add_permission(self, request) -> bool:
@@ -98,10 +118,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 @admin.register(BillingCustomer)
 class BillingCustomerAdmin(admin.ModelAdmin):
-    list_display = ("user", "stripe_customer_id", "created_at")
-    list_select_related = ("user",)
-    search_fields = ("user__email", "stripe_customer_id")
-    raw_id_fields = ("user",)
+    list_display = ("workspace", "stripe_customer_id", "created_at")
+    list_select_related = ("workspace",)
+    search_fields = ("workspace__slug", "workspace__name", "stripe_customer_id")
+    raw_id_fields = ("workspace",)
 
 
 @admin.register(WebhookEvent)
@@ -128,9 +148,9 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 @admin.register(QuotaTopUp)
 class QuotaTopUpAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "user", "tokens", "reason", "granted_by")
-    list_select_related = ("user", "granted_by")
-    search_fields = ("user__email", "reason")
+    list_display = ("created_at", "workspace", "tokens", "reason", "granted_by")
+    list_select_related = ("workspace", "granted_by")
+    search_fields = ("workspace__slug", "workspace__name", "reason")
 
     def has_add_permission(self, request) -> bool:
         return False  # through the user admin's action, which writes the audit entry

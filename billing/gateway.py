@@ -31,8 +31,8 @@ class BillingGateway(Protocol):
     turn the provider's refusal or failure into ApplicationError (the customer is told); the
     others let it through (a webhook answers 5xx and is retried, the admin shows it)."""
 
-    def customer_create(self, *, user) -> str:
-        """A new customer for ``user``; returns its id."""
+    def customer_create(self, *, workspace, email: str) -> str:
+        """A new customer for ``workspace``, billed to ``email`` (its owner's); returns its id."""
         ...
 
     def subscription_live_exists(self, *, customer_id: str) -> bool:
@@ -40,11 +40,13 @@ class BillingGateway(Protocol):
         bills or may bill. Asked before a Checkout."""
         ...
 
-    def checkout_session_start(self, *, user, plan: Plan, customer_id: str, success_url: str, cancel_url: str) -> str:
+    def checkout_session_start(
+        self, *, workspace, plan: Plan, customer_id: str, success_url: str, cancel_url: str
+    ) -> str:
         """A Checkout session for ``plan``; returns the URL to send the user to."""
         ...
 
-    def portal_session_start(self, *, user, customer_id: str, return_url: str) -> str:
+    def portal_session_start(self, *, workspace, customer_id: str, return_url: str) -> str:
         """A Customer Portal session; returns the URL to send the user to."""
         ...
 
@@ -74,19 +76,21 @@ class SandboxGateway:
     """No Stripe account: ids are made up here, and Checkout and the Portal are Inkwell's own pages
     (billing.sandbox), which send Stripe-shaped events to the webhook."""
 
-    def customer_create(self, *, user) -> str:
-        return sandbox.customer_id(user)
+    def customer_create(self, *, workspace, email: str) -> str:
+        return sandbox.customer_id(workspace)
 
     def subscription_live_exists(self, *, customer_id: str) -> bool:
         return False  # no Stripe account to ask: the local mirror is the whole truth
 
-    def checkout_session_start(self, *, user, plan: Plan, customer_id: str, success_url: str, cancel_url: str) -> str:
+    def checkout_session_start(
+        self, *, workspace, plan: Plan, customer_id: str, success_url: str, cancel_url: str
+    ) -> str:
         return sandbox.checkout_url(
-            user=user, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
+            workspace=workspace, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
         )
 
-    def portal_session_start(self, *, user, customer_id: str, return_url: str) -> str:
-        return sandbox.portal_url(user=user, return_url=return_url)
+    def portal_session_start(self, *, workspace, customer_id: str, return_url: str) -> str:
+        return sandbox.portal_url(workspace=workspace, return_url=return_url)
 
     def subscription_cancel_with_refund(self, *, stripe_subscription: dict) -> int:
         return 0  # nothing was paid
@@ -150,11 +154,15 @@ class StripeGateway:
     """Stripe, through the official library (billing.stripe_client). Idempotency keys make a
     retried request repeat nothing."""
 
-    def customer_create(self, *, user) -> str:
+    def customer_create(self, *, workspace, email: str) -> str:
         # The idempotency key makes a race create one customer.
         customer = stripe_client.client().v1.customers.create(
-            params={"email": user.email, "metadata": {"user_id": str(user.pk)}},
-            options={"idempotency_key": f"inkwell-customer-{user.pk}"},
+            params={
+                "email": email,
+                "name": workspace.name,
+                "metadata": {"workspace_id": str(workspace.pk), "workspace": workspace.slug},
+            },
+            options={"idempotency_key": f"inkwell-customer-ws-{workspace.pk}"},
         )
         return customer.id
 
@@ -166,7 +174,9 @@ class StripeGateway:
             raise _stripe_unavailable("start the checkout", error) from error
         return any(remote["status"] in SubscriptionStatus.LIVE for remote in listing.data)
 
-    def checkout_session_start(self, *, user, plan: Plan, customer_id: str, success_url: str, cancel_url: str) -> str:
+    def checkout_session_start(
+        self, *, workspace, plan: Plan, customer_id: str, success_url: str, cancel_url: str
+    ) -> str:
         """An open session for the same plan is reused and one for another plan expired, so two
         tabs cannot lead to two payments."""
         stripe = stripe_client.client()
@@ -185,23 +195,25 @@ class StripeGateway:
                     "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
                     "success_url": success_url + "?session_id={CHECKOUT_SESSION_ID}",
                     "cancel_url": cancel_url,
-                    "client_reference_id": str(user.pk),
+                    "client_reference_id": str(workspace.pk),
                     "expires_at": int(time.time()) + CHECKOUT_EXPIRES_SECONDS,
-                    "metadata": {"user_id": str(user.pk), "plan": plan.slug, "price": plan.stripe_price_id},
-                    "subscription_data": {"metadata": {"user_id": str(user.pk), "plan": plan.slug}},
+                    "metadata": {"workspace_id": str(workspace.pk), "plan": plan.slug, "price": plan.stripe_price_id},
+                    "subscription_data": {"metadata": {"workspace_id": str(workspace.pk), "plan": plan.slug}},
                 },
-                options={"idempotency_key": f"inkwell-checkout-{user.pk}-{plan.stripe_price_id}-{uuid.uuid4().hex}"},
+                options={
+                    "idempotency_key": f"inkwell-checkout-ws-{workspace.pk}-{plan.stripe_price_id}-{uuid.uuid4().hex}"
+                },
             )
         except stripe_errors as error:
             raise _stripe_unavailable("start the checkout", error) from error
         return session.url
 
-    def portal_session_start(self, *, user, customer_id: str, return_url: str) -> str:
+    def portal_session_start(self, *, workspace, customer_id: str, return_url: str) -> str:
         try:
             _portal_check(stripe_client.client())
             session = stripe_client.client().v1.billing_portal.sessions.create(
                 params={"customer": customer_id, "return_url": return_url},
-                options={"idempotency_key": f"inkwell-portal-{user.pk}-{int(time.time() // 60)}"},
+                options={"idempotency_key": f"inkwell-portal-ws-{workspace.pk}-{int(time.time() // 60)}"},
             )
         except stripe_errors as error:
             raise _stripe_unavailable("open the billing portal", error) from error

@@ -37,6 +37,10 @@ class Plan(models.Model):
         default=list, blank=True, help_text='Model names from INFERENCE_MODELS, e.g. ["inkwell-demo"].'
     )
     api_access = models.BooleanField(default=False)
+    per_seat = models.BooleanField(
+        default=False,
+        help_text="Priced per seat: the price and the token allowance are per seat, and workspaces buy seats.",
+    )
     is_default = models.BooleanField(default=False, help_text="The plan of every user without a subscription.")
     retention_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Erase job texts this many days after they finish (empty: keep)."
@@ -88,9 +92,9 @@ class SubscriptionStatus(models.TextChoices):
 
 
 class BillingCustomer(models.Model):
-    """The user's Stripe customer: created once, reused for every Checkout and Portal session."""
+    """The workspace's Stripe customer: created once, reused for every Checkout and Portal session."""
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_customer")
+    workspace = models.OneToOneField("accounts.Workspace", on_delete=models.CASCADE, related_name="billing_customer")
     stripe_customer_id = models.CharField(max_length=255, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -99,12 +103,14 @@ class BillingCustomer(models.Model):
 
 
 class Subscription(models.Model):
-    """A user's paid plan: a mirror of Stripe's subscription object, recomputed from it on every
+    """A workspace's paid plan: a mirror of Stripe's subscription object, recomputed from it on every
     event (never incremented), so duplicate, late or out-of-order events converge."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="subscriptions")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
     status = models.CharField(max_length=32, choices=SubscriptionStatus.choices)
+    # Seats bought (Stripe's item quantity); a per-seat plan's pool is its allowance x paid_seats.
+    seats = models.PositiveIntegerField(default=1)
     current_period_start = models.DateTimeField()
     current_period_end = models.DateTimeField()
     cancel_at_period_end = models.BooleanField(default=False)
@@ -125,15 +131,17 @@ class Subscription(models.Model):
     )
     paid_period_start = models.DateTimeField(null=True, blank=True, editable=False)
     paid_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The seats the newest paid invoice paid for: more seats grant tokens once their invoice is paid.
+    paid_seats = models.PositiveIntegerField(null=True, blank=True, editable=False)
     canceled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["user", "status"])]
+        indexes = [models.Index(fields=["workspace", "status"])]
 
     def __str__(self) -> str:
-        return f"{self.user} on {self.plan} ({self.status})"
+        return f"{self.workspace} on {self.plan} ({self.status})"
 
 
 class WebhookStatus(models.TextChoices):
@@ -166,13 +174,13 @@ class WebhookEvent(models.Model):
 
 
 class QuotaPeriod(models.Model):
-    """The ledger of one user's tokens in one billing period.
+    """The ledger of one workspace's tokens in one billing period (the pool its members share).
 
     ``reserved`` holds what queued and running jobs may still spend; ``used`` what finished jobs
     spent. A reservation only succeeds while ``used + reserved + tokens <= allowance``.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_periods")
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="quota_periods")
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
     allowance = models.BigIntegerField()
@@ -183,13 +191,13 @@ class QuotaPeriod(models.Model):
     class Meta:
         ordering = ["-period_start"]
         constraints = [
-            models.UniqueConstraint(fields=["user", "period_start"], name="one_quota_period_per_start"),
+            models.UniqueConstraint(fields=["workspace", "period_start"], name="one_quota_period_per_start"),
             models.CheckConstraint(condition=Q(reserved__gte=0), name="quota_reserved_not_negative"),
             models.CheckConstraint(condition=Q(used__gte=0), name="quota_used_not_negative"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} {self.period_start:%Y-%m-%d}: {self.used}+{self.reserved}/{self.allowance}"
+        return f"{self.workspace} {self.period_start:%Y-%m-%d}: {self.used}+{self.reserved}/{self.allowance}"
 
     @property
     def remaining(self) -> int:
@@ -199,7 +207,7 @@ class QuotaPeriod(models.Model):
 class QuotaTopUp(models.Model):
     """Extra tokens granted by staff for one period, with the reason; applied once, on creation."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="top_ups")
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="top_ups")
     quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.CASCADE, related_name="top_ups")
     tokens = models.PositiveBigIntegerField()
     reason = models.CharField(max_length=300)
@@ -209,13 +217,35 @@ class QuotaTopUp(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"+{self.tokens} for {self.user}"
+        return f"+{self.tokens} for {self.workspace}"
+
+
+class MemberQuota(models.Model):
+    """One member's share of a workspace's period: the sub-ledger their monthly cap is checked
+    against. Written only while the period's row is locked, in the same transaction as the pool."""
+
+    quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.CASCADE, related_name="member_quotas")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="member_quotas")
+    reserved = models.BigIntegerField(default=0)
+    used = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["quota_period", "user"], name="one_member_quota_per_period"),
+            models.CheckConstraint(condition=Q(reserved__gte=0), name="member_quota_reserved_not_negative"),
+            models.CheckConstraint(condition=Q(used__gte=0), name="member_quota_used_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.quota_period}: {self.used}+{self.reserved}"
 
 
 class UsageRecord(models.Model):
     """What one finished job cost: the source of usage charts, exports and business numbers."""
 
+    # The member who ran the job, and the workspace whose pool paid for it.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="usage_records")
     job = models.OneToOneField("inference.GenerationJob", on_delete=models.SET_NULL, null=True, related_name="usage")
     quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.CASCADE, related_name="usage_records")
     plan_slug = models.CharField(max_length=40)
@@ -231,7 +261,7 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["user", "created_at"])]
+        indexes = [models.Index(fields=["user", "created_at"]), models.Index(fields=["workspace", "created_at"])]
 
     def __str__(self) -> str:
         return f"{self.model}: {self.tokens_charged} tokens"

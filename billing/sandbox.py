@@ -20,24 +20,31 @@ SALT = "inkwell.billing.sandbox"
 MAX_AGE = 24 * 3600
 
 
-def customer_id(user) -> str:
-    return f"cus_sandbox_{user.pk}_{uuid.uuid4().hex[:8]}"
+def customer_id(workspace) -> str:
+    return f"cus_sandbox_{workspace.pk}_{uuid.uuid4().hex[:8]}"
 
 
 def price_id(plan) -> str:
     return f"price_sandbox_{plan.slug}_{plan.price_cents}{plan.currency}"
 
 
-def checkout_url(*, user, plan, customer_id: str, success_url: str, cancel_url: str) -> str:
+def checkout_url(*, workspace, plan, customer_id: str, success_url: str, cancel_url: str) -> str:
     token = signing.dumps(
-        {"user": user.pk, "plan": plan.pk, "customer": customer_id, "success": success_url, "cancel": cancel_url},
+        {
+            "workspace": workspace.pk,
+            "plan": plan.pk,
+            "customer": customer_id,
+            "success": success_url,
+            "cancel": cancel_url,
+        },
         salt=SALT,
     )
     return reverse("billing:sandbox-checkout", args=[token])
 
 
-def portal_url(*, user, return_url: str) -> str:
-    return reverse("billing:sandbox-portal", args=[signing.dumps({"user": user.pk, "return": return_url}, salt=SALT)])
+def portal_url(*, workspace, return_url: str) -> str:
+    token = signing.dumps({"workspace": workspace.pk, "return": return_url}, salt=SALT)
+    return reverse("billing:sandbox-portal", args=[token])
 
 
 def read_token(token: str) -> dict:
@@ -54,7 +61,7 @@ def subscription_object(
     subscription_id: str,
     customer: str,
     price: str,
-    user_id: int,
+    workspace_id: int,
     status: str,
     period_start: datetime,
     period_end: datetime,
@@ -72,7 +79,7 @@ def subscription_object(
         "ended_at": _ts(ended_at) if ended_at else None,
         "created": _ts(period_start),
         "livemode": False,
-        "metadata": {"user_id": str(user_id)},
+        "metadata": {"workspace_id": str(workspace_id)},
         "items": {
             "object": "list",
             "data": [
@@ -156,7 +163,7 @@ def checkout_paid_events(*, data: dict, plan, now: datetime | None = None) -> li
         subscription_id=f"sub_sandbox_{uuid.uuid4().hex[:16]}",
         customer=data["customer"],
         price=plan.stripe_price_id,
-        user_id=data["user"],
+        workspace_id=data["workspace"],
         status="active",
         period_start=now,
         period_end=now + relativedelta(months=1),
@@ -168,9 +175,9 @@ def checkout_paid_events(*, data: dict, plan, now: datetime | None = None) -> li
         "status": "complete",
         "payment_status": "paid",
         "customer": data["customer"],
-        "client_reference_id": str(data["user"]),
+        "client_reference_id": str(data["workspace"]),
         "subscription": subscription["id"],
-        "metadata": {"user_id": str(data["user"]), "plan": plan.slug},
+        "metadata": {"workspace_id": str(data["workspace"]), "plan": plan.slug},
     }
     return [
         _event("customer.subscription.created", subscription),
@@ -192,7 +199,7 @@ def portal_events(*, action: str, subscription, plans: dict, now: datetime | Non
         "subscription_id": subscription.stripe_subscription_id,
         "customer": subscription.stripe_customer_id,
         "price": subscription.stripe_price_id,
-        "user_id": subscription.user_id,
+        "workspace_id": subscription.workspace_id,
         "status": subscription.status,
         "period_start": subscription.current_period_start,
         "period_end": subscription.current_period_end,

@@ -8,13 +8,13 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import Plan, QuotaPeriod, Subscription, SubscriptionStatus
+from billing.models import MemberQuota, Plan, QuotaPeriod, Subscription, SubscriptionStatus
 from core.errors import ApplicationError
 
 
 @dataclass(frozen=True)
 class Entitlements:
-    """What a user may do now. Every limit check reads this, never the plan's fields directly."""
+    """What a workspace may do now. Every limit check reads this, never the plan's fields directly."""
 
     plan: Plan
     subscription: Subscription | None
@@ -24,6 +24,8 @@ class Entitlements:
     # plan's for Free and for comps; for a Stripe subscription the paid plan's once the period's
     # invoice is paid, else 0 (the grant comes with invoice.paid: tokens follow payment).
     opening_allowance: int = 0
+    # Seats paid for (a per-seat plan's pool is its allowance x seats); 1 for other plans.
+    seats: int = 1
 
     @property
     def in_grace(self) -> bool:
@@ -56,7 +58,8 @@ class Entitlements:
 
     @property
     def monthly_token_allowance(self) -> int:
-        return self.plan.monthly_token_allowance
+        """The pool: the plan's allowance, times the paid seats on a per-seat plan."""
+        return pool_allowance(self.plan, self.seats)
 
     @property
     def max_new_tokens(self) -> int:
@@ -85,6 +88,19 @@ class Entitlements:
     @property
     def api_access(self) -> bool:
         return self.plan.api_access
+
+
+def pool_allowance(plan: Plan, seats: int) -> int:
+    return plan.monthly_token_allowance * (max(1, seats) if plan.per_seat else 1)
+
+
+def seats_of(subscription: Subscription | None, *, paid: bool = True) -> int:
+    """The seats a subscription has: bought (``paid=False``), or paid for (what grants tokens)."""
+    if subscription is None:
+        return 1
+    if paid and not subscription.is_comp and subscription.paid_seats is not None:
+        return max(1, min(subscription.paid_seats, subscription.seats))
+    return max(1, subscription.seats)
 
 
 def default_plan() -> Plan:
@@ -118,20 +134,27 @@ def comp_month(subscription: Subscription, now: datetime) -> tuple[datetime, dat
 def _subscription_entitlements(subscription: Subscription, now: datetime) -> Entitlements:
     if subscription.is_comp:
         start, end = comp_month(subscription, now)
+        seats = seats_of(subscription)
         return Entitlements(
             plan=subscription.plan,
             subscription=subscription,
             period_start=start,
             period_end=end,
-            opening_allowance=subscription.plan.monthly_token_allowance,
+            opening_allowance=pool_allowance(subscription.plan, seats),
+            seats=seats,
         )
     # Tokens follow payment: the plan whose invoice was paid sets the limits (an upgrade counts
     # once its invoice is paid), and a renewal not paid yet keeps the last paid period's ledger.
     plan = subscription.paid_plan or subscription.plan
+    seats = seats_of(subscription)
     paid_start = subscription.paid_period_start
     if paid_start is not None and paid_start < subscription.current_period_start:
         return Entitlements(
-            plan=plan, subscription=subscription, period_start=paid_start, period_end=subscription.current_period_end
+            plan=plan,
+            subscription=subscription,
+            period_start=paid_start,
+            period_end=subscription.current_period_end,
+            seats=seats,
         )
     paid = paid_start is not None
     return Entitlements(
@@ -139,16 +162,18 @@ def _subscription_entitlements(subscription: Subscription, now: datetime) -> Ent
         subscription=subscription,
         period_start=subscription.current_period_start,
         period_end=subscription.current_period_end,
-        opening_allowance=plan.monthly_token_allowance if paid else 0,
+        opening_allowance=pool_allowance(plan, seats) if paid else 0,
+        seats=seats,
     )
 
 
-def entitlements_for(user, *, now: datetime | None = None) -> Entitlements:
+def entitlements_for(workspace, *, now: datetime | None = None) -> Entitlements:
+    """The workspace's plan and limits now (its subscription's, else the default plan's)."""
     now = now or timezone.now()
     grace_start = now - timedelta(days=settings.BILLING_GRACE_DAYS)
     subscription = (
         Subscription.objects.select_related("plan", "paid_plan")
-        .filter(user=user, current_period_end__gt=now)
+        .filter(workspace=workspace, current_period_end__gt=now)
         .filter(
             Q(status__in=SubscriptionStatus.ENTITLED)
             | Q(status=SubscriptionStatus.PAST_DUE, past_due_since__gt=grace_start)
@@ -165,8 +190,8 @@ def entitlements_for(user, *, now: datetime | None = None) -> Entitlements:
     )
 
 
-def quota_period_for(user, *, entitlements: Entitlements) -> QuotaPeriod | None:
-    return QuotaPeriod.objects.filter(user=user, period_start=entitlements.period_start).first()
+def quota_period_for(workspace, *, entitlements: Entitlements) -> QuotaPeriod | None:
+    return QuotaPeriod.objects.filter(workspace=workspace, period_start=entitlements.period_start).first()
 
 
 @dataclass(frozen=True)
@@ -184,17 +209,41 @@ class QuotaSnapshot:
         return min(100, round(100 * (self.used + self.reserved) / self.allowance)) if self.allowance else 100
 
 
-def quota_snapshot(user, *, entitlements: Entitlements) -> QuotaSnapshot:
-    """The user's numbers this period; a period not opened yet holds the plan's full allowance."""
-    period = quota_period_for(user, entitlements=entitlements)
+def quota_snapshot(workspace, *, entitlements: Entitlements) -> QuotaSnapshot:
+    """The workspace's pool this period; a period not opened yet holds the plan's full allowance."""
+    period = quota_period_for(workspace, entitlements=entitlements)
     if period is None:
         return QuotaSnapshot(allowance=entitlements.opening_allowance, used=0, reserved=0)
     return QuotaSnapshot(allowance=period.allowance, used=period.used, reserved=period.reserved)
 
 
-def subscription_latest(user) -> Subscription | None:
-    """The user's most recent subscription in any status (for the billing page)."""
-    return Subscription.objects.select_related("plan").filter(user=user).order_by("-created_at").first()
+def member_snapshot(workspace, user, *, entitlements: Entitlements, cap: int | None) -> QuotaSnapshot | None:
+    """A capped member's own numbers this period (their sub-ledger against their cap); None
+    without a cap."""
+    if cap is None:
+        return None
+    row = (
+        MemberQuota.objects.filter(
+            quota_period__workspace=workspace, quota_period__period_start=entitlements.period_start, user=user
+        )
+        .values("used", "reserved")
+        .first()
+    ) or {"used": 0, "reserved": 0}
+    return QuotaSnapshot(allowance=cap, used=row["used"], reserved=row["reserved"])
+
+
+def member_usage_this_period(workspace, *, entitlements: Entitlements) -> dict[int, int]:
+    """Tokens used this period by each member (user id), from the sub-ledger."""
+    return dict(
+        MemberQuota.objects.filter(
+            quota_period__workspace=workspace, quota_period__period_start=entitlements.period_start
+        ).values_list("user_id", "used")
+    )
+
+
+def subscription_latest(workspace) -> Subscription | None:
+    """The workspace's most recent subscription in any status (for the billing page)."""
+    return Subscription.objects.select_related("plan").filter(workspace=workspace).order_by("-created_at").first()
 
 
 def public_plans():

@@ -86,6 +86,13 @@ def subscription_price_id(subscription: dict) -> str | None:
     return object_id(item.get("price")) or object_id(item.get("plan"))
 
 
+def subscription_quantity(subscription: dict) -> int:
+    """Seats: the quantity of the subscription's item (1 when Stripe leaves it out)."""
+    items = (subscription.get("items") or {}).get("data") or []
+    quantity = items[0].get("quantity") if items else None
+    return max(1, int(quantity or 1))
+
+
 def subscription_product_id(subscription: dict) -> str | None:
     items = (subscription.get("items") or {}).get("data") or []
     if not items:
@@ -117,7 +124,7 @@ def invoice_period(invoice: dict) -> tuple[datetime | None, datetime | None]:
 
 
 def invoice_lines(invoice: dict) -> list[dict]:
-    """Each line as ``{amount, price, start, end}``. Since API 2025-03-31 a line names its price
+    """Each line as ``{amount, price, quantity, start, end}``. Since API 2025-03-31 a line names its price
     under pricing.price_details; older versions (and localstripe) under price."""
     lines = []
     for line in (invoice.get("lines") or {}).get("data") or []:
@@ -128,6 +135,7 @@ def invoice_lines(invoice: dict) -> list[dict]:
             {
                 "amount": int(line.get("amount") or 0),
                 "price": price,
+                "quantity": int(line.get("quantity") or 1),
                 "start": as_datetime(period.get("start")),
                 "end": as_datetime(period.get("end")),
             }

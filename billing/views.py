@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from accounts.workspaces import Permission, allows, member_required, membership_in
 from billing import sandbox
 from billing.models import Plan, Subscription
 from billing.selectors import entitlements_for, public_plans, quota_snapshot, subscription_latest
@@ -24,32 +25,35 @@ logger = logging.getLogger(__name__)
 
 
 def pricing(request):
-    current = entitlements_for(request.user).plan if request.user.is_authenticated else None
+    membership = getattr(request, "membership", None)
+    current = entitlements_for(membership.workspace).plan if membership is not None else None
     return render(request, "billing/pricing.html", {"plans": public_plans(), "current_plan": current})
 
 
-@login_required
+@member_required(Permission.BILLING)
 def billing_home(request):
-    entitlements = entitlements_for(request.user)
+    workspace = request.membership.workspace
+    entitlements = entitlements_for(workspace)
     return render(
         request,
         "billing/home.html",
         {
             "entitlements": entitlements,
-            "subscription": subscription_latest(request.user),
-            "ledger": quota_snapshot(request.user, entitlements=entitlements),
+            "subscription": subscription_latest(workspace),
+            "ledger": quota_snapshot(workspace, entitlements=entitlements),
             "plans": public_plans(),
         },
     )
 
 
-@login_required
+@member_required(Permission.BILLING)
 @require_POST
 def subscribe(request, slug: str):
     plan = get_object_or_404(Plan, slug=slug, is_active=True, is_public=True)
+    workspace = request.membership.workspace
     try:
         url = subscriptions.checkout_start(
-            user=request.user,
+            workspace=workspace,
             plan=plan,
             success_url=request.build_absolute_uri(reverse("billing:success")),
             cancel_url=request.build_absolute_uri(reverse("billing:cancel")),
@@ -59,7 +63,7 @@ def subscribe(request, slug: str):
         try:
             return redirect(
                 subscriptions.portal_start(
-                    user=request.user, return_url=request.build_absolute_uri(reverse("billing:home"))
+                    workspace=workspace, return_url=request.build_absolute_uri(reverse("billing:home"))
                 )
             )
         except ApplicationError:
@@ -74,10 +78,10 @@ def subscribe(request, slug: str):
     return redirect(url)
 
 
-@login_required
+@member_required(Permission.BILLING)
 def checkout_success(request):
     """Shown after Checkout. It grants nothing: the plan changes when Stripe's webhook lands."""
-    return render(request, "billing/success.html", {"entitlements": entitlements_for(request.user)})
+    return render(request, "billing/success.html", {"entitlements": entitlements_for(request.membership.workspace)})
 
 
 @login_required
@@ -86,9 +90,9 @@ def checkout_cancel(request):
     return redirect("billing:pricing")
 
 
-@login_required
+@member_required()
 def billing_status(request):
-    entitlements = entitlements_for(request.user)
+    entitlements = entitlements_for(request.membership.workspace)
     subscription = entitlements.subscription
     return JsonResponse(
         {
@@ -100,12 +104,12 @@ def billing_status(request):
     )
 
 
-@login_required
+@member_required(Permission.BILLING)
 @require_POST
 def portal(request):
     try:
         url = subscriptions.portal_start(
-            user=request.user, return_url=request.build_absolute_uri(reverse("billing:home"))
+            workspace=request.membership.workspace, return_url=request.build_absolute_uri(reverse("billing:home"))
         )
     except ApplicationError as error:
         messages.error(request, error.message)
@@ -142,7 +146,8 @@ def _sandbox_data(request, token: str) -> dict:
         data = sandbox.read_token(token)
     except signing.BadSignature:
         raise Http404 from None
-    if data["user"] != request.user.pk:
+    membership = membership_in(request.user, data.get("workspace"))
+    if membership is None or not allows(membership, Permission.BILLING):
         raise Http404
     return data
 
@@ -167,7 +172,7 @@ def sandbox_checkout(request, token: str):
 @login_required
 def sandbox_portal(request, token: str):
     data = _sandbox_data(request, token)
-    subscription = Subscription.objects.filter(user=request.user).order_by("-created_at").first()
+    subscription = Subscription.objects.filter(workspace_id=data["workspace"]).order_by("-created_at").first()
     plans = {p.slug: p for p in public_plans() if p.stripe_price_id}
     if request.method == "POST" and subscription is not None:
         try:

@@ -13,10 +13,13 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def audit_record(*, action: str, user=None, actor=None, request=None, email: str = "", **detail) -> AuditEvent:
+def audit_record(
+    *, action: str, user=None, actor=None, workspace=None, request=None, email: str = "", **detail
+) -> AuditEvent:
     return AuditEvent.objects.create(
         action=action,
         user=user,
+        workspace=workspace,
         actor=actor,
         email=email or (user.email if user is not None else ""),
         ip=client_ip(request),

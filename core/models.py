@@ -40,6 +40,10 @@ class AuditEvent(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_actions"
     )
+    # The workspace the event belongs to, where it belongs to one (sign-ins belong to none).
+    workspace = models.ForeignKey(
+        "accounts.Workspace", on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
     email = models.CharField(max_length=254, blank=True, help_text="Kept when the user is gone or unknown.")
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)

@@ -12,25 +12,26 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.workspaces import Permission, allows
 from billing.selectors import entitlements_for, quota_snapshot
 from core.api import JSONParser
 from core.errors import ApplicationError
 from inference.models import GenerationJob, JobSource, JobStatus
-from inference.selectors import job_history, jobs_of, usage_by_day
+from inference.selectors import job_history, jobs_of, member_usage_lines, usage_by_day
 from inference.services import CHAT_ROLES, job_cancel, job_submit, rate_limit_status, request_hash_of
 
 
-def request_entitlements(user):
+def request_entitlements(membership):
     """The entitlements the key authentication read for this request, or fresh ones."""
-    return getattr(user, "request_entitlements", None) or entitlements_for(user)
+    return getattr(membership, "request_entitlements", None) or entitlements_for(membership.workspace)
 
 
-def api_headers(user) -> dict[str, str]:
-    """Rate-limit and quota headers, on every API response of a known user."""
-    entitlements = request_entitlements(user)
-    quota = quota_snapshot(user, entitlements=entitlements)
+def api_headers(membership) -> dict[str, str]:
+    """Rate-limit and quota headers (the workspace's), on every API response of a known member."""
+    entitlements = request_entitlements(membership)
+    quota = quota_snapshot(membership.workspace, entitlements=entitlements)
     return {
-        **rate_limit_status(user, entitlements.requests_per_minute),
+        **rate_limit_status(membership.workspace, entitlements.requests_per_minute),
         "x-quota-limit-tokens": str(quota.allowance),
         "x-quota-remaining-tokens": str(quota.remaining),
         "x-quota-reset": entitlements.period_end.isoformat(),
@@ -46,9 +47,10 @@ class InkwellAPIView(APIView):
         response = super().finalize_response(request, response, *args, **kwargs)
         # The user as authentication left it (reading request.user would authenticate again).
         user = getattr(request, "_user", None)
-        if user is not None and user.is_authenticated:
+        membership = getattr(request._request, "membership", None)
+        if user is not None and user.is_authenticated and membership is not None:
             try:
-                for name, value in api_headers(user).items():
+                for name, value in api_headers(membership).items():
                     response[name] = value
             except ApplicationError:
                 pass
@@ -181,7 +183,7 @@ class JobListCreateView(InkwellAPIView, GenericAPIView):
         filters = JobFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         jobs = job_history(
-            request.user,
+            request.membership,
             query=filters.validated_data.get("q", ""),
             status=filters.validated_data.get("status", ""),
             model=filters.validated_data.get("model", ""),
@@ -203,20 +205,22 @@ class JobListCreateView(InkwellAPIView, GenericAPIView):
         key = request.headers.get("Idempotency-Key", "")[:255]
         digest = request_hash_of(data) if key else ""
         # A retry with the same key gets the job its first request made (200), not a second one.
-        job = job_submit(user=request.user, source=JobSource.API, idempotency_key=key, request_hash=digest, **data)
+        job = job_submit(
+            member=request.membership, source=JobSource.API, idempotency_key=key, request_hash=digest, **data
+        )
         return Response(JobSerializer(job).data, status=status.HTTP_200_OK if job.replayed else status.HTTP_201_CREATED)
 
 
 class JobDetailView(InkwellAPIView):
     @extend_schema(responses={200: JobSerializer, **errors(404)})
     def get(self, request, job_id):
-        return Response(JobSerializer(get_object_or_404(jobs_of(request.user), pk=job_id)).data)
+        return Response(JobSerializer(get_object_or_404(jobs_of(request.membership), pk=job_id)).data)
 
 
 class JobCancelView(InkwellAPIView):
     @extend_schema(request=None, responses={200: JobSerializer, **errors(404)})
     def post(self, request, job_id):
-        job = job_cancel(job=get_object_or_404(jobs_of(request.user), pk=job_id))
+        job = job_cancel(job=get_object_or_404(jobs_of(request.membership), pk=job_id))
         return Response(JobSerializer(job).data)
 
 
@@ -237,7 +241,16 @@ class UsageDaySerializer(serializers.Serializer):
     tokens = serializers.IntegerField()
 
 
+class MemberUsageSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    role = serializers.CharField(allow_blank=True, help_text="Blank for someone no longer a member.")
+    tokens = serializers.IntegerField(help_text="Tokens charged this period.")
+    jobs = serializers.IntegerField()
+    monthly_token_cap = serializers.IntegerField(allow_null=True)
+
+
 class UsageSerializer(serializers.Serializer):
+    workspace = serializers.CharField(help_text="The workspace's slug: the pool below is its.")
     plan = serializers.CharField()
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
@@ -245,27 +258,37 @@ class UsageSerializer(serializers.Serializer):
     used = serializers.IntegerField()
     reserved = serializers.IntegerField()
     remaining = serializers.IntegerField()
-    days = UsageDaySerializer(many=True)
+    seats = serializers.IntegerField()
+    member = MemberUsageSerializer(help_text="The caller's own usage and cap this period.")
+    days = UsageDaySerializer(many=True, help_text="The caller's own tokens per day this period.")
+    members = MemberUsageSerializer(
+        many=True, required=False, help_text="Every member's usage this period: for owners and admins only."
+    )
 
 
 class UsageView(InkwellAPIView):
     @extend_schema(responses={200: UsageSerializer, **errors()})
     def get(self, request):
-        entitlements = request_entitlements(request.user)
-        quota = quota_snapshot(request.user, entitlements=entitlements)
+        membership = request.membership
+        workspace = membership.workspace
+        entitlements = request_entitlements(membership)
+        quota = quota_snapshot(workspace, entitlements=entitlements)
         end = min(entitlements.period_end, timezone.now() + timedelta(days=1))
-        days = usage_by_day(request.user, start=entitlements.period_start, end=end)
-        return Response(
-            UsageSerializer(
-                {
-                    "plan": entitlements.plan.slug,
-                    "period_start": entitlements.period_start,
-                    "period_end": entitlements.period_end,
-                    "allowance": quota.allowance,
-                    "used": quota.used,
-                    "reserved": quota.reserved,
-                    "remaining": quota.remaining,
-                    "days": [{"date": day, "tokens": tokens} for day, tokens in days],
-                }
-            ).data
-        )
+        days = usage_by_day(workspace, user=membership.user, start=entitlements.period_start, end=end)
+        members = member_usage_lines(workspace, start=entitlements.period_start, end=entitlements.period_end)
+        body = {
+            "workspace": workspace.slug,
+            "plan": entitlements.plan.slug,
+            "period_start": entitlements.period_start,
+            "period_end": entitlements.period_end,
+            "allowance": quota.allowance,
+            "used": quota.used,
+            "reserved": quota.reserved,
+            "remaining": quota.remaining,
+            "seats": entitlements.seats,
+            "member": next(line for line in members if line["email"] == membership.user.email),
+            "days": [{"date": day, "tokens": tokens} for day, tokens in days],
+        }
+        if allows(membership, Permission.USAGE_ALL):
+            body["members"] = members
+        return Response(UsageSerializer(body).data)

@@ -56,7 +56,9 @@ class GenerationJob(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The member who ran it, in the workspace whose pool pays for it.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_jobs")
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="generation_jobs")
     source = models.CharField(max_length=10, choices=JobSource.choices, default=JobSource.WEB)
     model = models.CharField(max_length=100)
     prompt = models.TextField(blank=True)
@@ -107,10 +109,11 @@ class GenerationJob(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["user", "status"]),
+            models.Index(fields=["workspace", "status"]),
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "idempotency_key"],
+                fields=["workspace", "user", "idempotency_key"],
                 condition=~models.Q(idempotency_key=""),
                 name="one_job_per_idempotency_key",
             )

@@ -14,8 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.authentication import KeyScopeAllows, key_from_header, refuse_key_in_url
 from accounts.models import ApiKeyScope
-from billing.permissions import api_user
-from billing.selectors import entitlements_for
+from billing.permissions import api_member
 from core.api import body_too_large, error_body, parse_json
 from core.errors import ApplicationError
 from inference import catalog
@@ -63,16 +62,16 @@ async def _authenticate(request, *, write: bool = False):
         if raw is None:
             return None, _error(401, "Send your API key as 'Authorization: Bearer ink_...'.",
                                 type="authentication_error", code="invalid_api_key")  # fmt: skip
-        user, key = await sync_to_async(api_user)(raw)
+        member, key = await sync_to_async(api_member)(raw)
     except ApplicationError as error:
         return None, _application_error(error)
     if write and key.scope != ApiKeyScope.WRITE:
         return None, _error(403, KeyScopeAllows.message, type="permission_error", code="permission_denied")
-    return user, None
+    return member, None
 
 
-async def _with_headers(response, user):
-    headers = await sync_to_async(api_headers)(user)
+async def _with_headers(response, member):
+    headers = await sync_to_async(api_headers)(member)
     await release_database()
     for name, value in headers.items():
         response[name] = value
@@ -145,7 +144,7 @@ def _failed(job: GenerationJob) -> JsonResponse:
 
 
 async def _handle(request, *, chat: bool):
-    user, failure = await _authenticate(request, write=True)
+    member, failure = await _authenticate(request, write=True)
     if failure is not None:
         await release_database()
         return failure
@@ -167,28 +166,28 @@ async def _handle(request, *, chat: bool):
             params["prompt"] = prompt if prompt is not None else ""
         if body.get("stream"):
             # Before the job: a stream refused for the cap leaves nothing queued behind it.
-            slot = await StreamSlot.take(user.pk)
+            slot = await StreamSlot.take(member.user_id)
             if slot is None:
                 raise too_many_streams()
         try:
             job = await sync_to_async(job_submit)(
-                user=user, source=JobSource.OPENAI, entitlements=user.request_entitlements, **params
+                member=member, source=JobSource.OPENAI, entitlements=member.request_entitlements, **params
             )
         except ApplicationError as error:
             raise _as_sent(error, tokens_field) from None
     except ApplicationError as error:
         if slot is not None:
             await slot.release()
-        return await _with_headers(_application_error(error), user)
+        return await _with_headers(_application_error(error), member)
     created = int(time.time())
     stream_options = body.get("stream_options") or {}
     if slot is not None:
         chunks = _chunks(job, chat=chat, created=created, include_usage=bool(stream_options.get("include_usage")))
-        return await _with_headers(event_stream_response(holding(slot, chunks)), user)
+        return await _with_headers(event_stream_response(holding(slot, chunks)), member)
     await release_database()
     job = await final_job(job)
     if job.status == JobStatus.FAILED:
-        return await _with_headers(_failed(job), user)
+        return await _with_headers(_failed(job), member)
     if chat:
         choice = {"index": 0, "message": {"role": "assistant", "content": job.output_text},
                   "finish_reason": _finish_reason(job), "logprobs": None}  # fmt: skip
@@ -198,7 +197,7 @@ async def _handle(request, *, chat: bool):
         obj, prefix = "text_completion", "cmpl"
     payload = {"id": f"{prefix}-{job.pk}", "object": obj, "created": created, "model": job.model,
                "choices": [choice], "usage": _usage(job)}  # fmt: skip
-    return await _with_headers(JsonResponse(payload), user)
+    return await _with_headers(JsonResponse(payload), member)
 
 
 async def _chunks(job: GenerationJob, *, chat: bool, created: int, include_usage: bool):
@@ -260,28 +259,27 @@ async def chat_completions(request):
 
 
 async def models(request):
-    user, failure = await _authenticate(request)
+    member, failure = await _authenticate(request)
     if failure is not None:
         await release_database()
         return failure
-    entitlements = await sync_to_async(entitlements_for)(user)
-    names = catalog.runnable_models(entitlements)
+    names = catalog.runnable_models(member.request_entitlements)
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "inkwell"} for name in names]
-    return await _with_headers(JsonResponse({"object": "list", "data": data}), user)
+    return await _with_headers(JsonResponse({"object": "list", "data": data}), member)
 
 
 async def api_job_stream(request, job_id):
     """GET /api/v1/jobs/<id>/stream: the job's server-sent events, for API keys (404 for another
     user's job, 429 past MAX_STREAMS_PER_USER)."""
-    user, failure = await _authenticate(request)
+    member, failure = await _authenticate(request)
     if failure is not None:
         await release_database()
         return failure
-    job = await job_of_async(user, job_id)
+    job = await job_of_async(member, job_id)
     await release_database()
     if job is None:
         return _error(404, "Not found.", type="not_found_error", code="not_found")
-    slot = await StreamSlot.take(user.pk)
+    slot = await StreamSlot.take(member.user_id)
     if slot is None:
         return _application_error(too_many_streams())
     return event_stream_response(holding(slot, job_events(job)))

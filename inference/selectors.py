@@ -7,6 +7,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from accounts.models import Membership
 from billing.models import UsageRecord
 from inference.models import GenerationJob, JobStatus, Worker
 
@@ -16,9 +17,13 @@ def workers_alive() -> QuerySet[Worker]:
     return Worker.objects.filter(last_heartbeat_at__gte=cutoff)
 
 
-def jobs_of(user) -> QuerySet[GenerationJob]:
-    """Every read of jobs on behalf of a user starts here: another user's job is unreachable."""
-    return GenerationJob.objects.filter(user=user, deleted_at__isnull=True)
+def jobs_of(member) -> QuerySet[GenerationJob]:
+    """Every read of jobs on behalf of a person starts here, from their membership: their own jobs
+    in that workspace. Another member's job, or a job in another workspace, is unreachable (each
+    member's history is their own; admins see numbers, not texts, of others)."""
+    return GenerationJob.objects.filter(
+        workspace_id=member.workspace_id, user_id=member.user_id, deleted_at__isnull=True
+    )
 
 
 def job_ids_of(user) -> list[str]:
@@ -26,8 +31,8 @@ def job_ids_of(user) -> list[str]:
     return [str(pk) for pk in GenerationJob.objects.filter(user=user).values_list("pk", flat=True)]
 
 
-def job_history(user, *, query: str = "", status: str = "", model: str = "") -> QuerySet[GenerationJob]:
-    jobs = jobs_of(user).order_by("-created_at")
+def job_history(member, *, query: str = "", status: str = "", model: str = "") -> QuerySet[GenerationJob]:
+    jobs = jobs_of(member).order_by("-created_at")
     if query:
         jobs = jobs.filter(Q(prompt__icontains=query) | Q(output_text__icontains=query))
     if status:
@@ -59,10 +64,18 @@ def queue_wait_estimate_seconds(position: int | None) -> int | None:
     return int(typical * (1 + position // slots))
 
 
-def usage_by_day(user, *, start, end) -> list[tuple]:
-    """(day, tokens charged) for every day of [start, end), days without use included."""
+def _usage(workspace, user=None) -> QuerySet[UsageRecord]:
+    """The workspace's usage records; with ``user``, only that member's."""
+    records = UsageRecord.objects.filter(workspace=workspace)
+    return records if user is None else records.filter(user=user)
+
+
+def usage_by_day(workspace, *, user=None, start, end) -> list[tuple]:
+    """(day, tokens charged) for every day of [start, end), days without use included: the
+    workspace's, or with ``user`` one member's."""
     rows = dict(
-        UsageRecord.objects.filter(user=user, created_at__gte=start, created_at__lt=end)
+        _usage(workspace, user)
+        .filter(created_at__gte=start, created_at__lt=end)
         .annotate(day=TruncDate("created_at"))
         .values("day")
         .annotate(tokens=Sum("tokens_charged"))
@@ -76,18 +89,57 @@ def usage_by_day(user, *, start, end) -> list[tuple]:
     return days
 
 
-def usage_by_model(user, *, start, end) -> list[dict]:
+def usage_by_model(workspace, *, user=None, start, end) -> list[dict]:
     return list(
-        UsageRecord.objects.filter(user=user, created_at__gte=start, created_at__lt=end)
+        _usage(workspace, user)
+        .filter(created_at__gte=start, created_at__lt=end)
         .values("model")
         .annotate(tokens=Sum("tokens_charged"), jobs=Count("id"))
         .order_by("-tokens")
     )
 
 
-def usage_records(user) -> QuerySet[UsageRecord]:
-    return UsageRecord.objects.filter(user=user).order_by("created_at")
+def usage_by_member(workspace, *, start, end) -> list[dict]:
+    """Each member's tokens and jobs in [start, end), most first (``user__email``, ``tokens``,
+    ``jobs``); people removed since keep their line, their history stays with the workspace."""
+    return list(
+        _usage(workspace)
+        .filter(created_at__gte=start, created_at__lt=end)
+        .values("user_id", "user__email")
+        .annotate(tokens=Sum("tokens_charged"), jobs=Count("id"))
+        .order_by("-tokens", "user__email")
+    )
 
 
-async def job_of_async(user, job_id) -> GenerationJob | None:
-    return await jobs_of(user).filter(pk=job_id).afirst()
+def member_usage_lines(workspace, *, start, end) -> list[dict]:
+    """One line per member (and per former member with usage) for [start, end): email, role
+    (blank when gone), tokens, jobs and monthly cap; current members first, most tokens first."""
+    used = {row["user_id"]: row for row in usage_by_member(workspace, start=start, end=end)}
+    lines = []
+    for membership in Membership.objects.select_related("user").filter(workspace=workspace):
+        row = used.pop(membership.user_id, None) or {}
+        lines.append(
+            {
+                "user_id": membership.user_id,
+                "email": membership.user.email,
+                "role": membership.role,
+                "tokens": row.get("tokens") or 0,
+                "jobs": row.get("jobs") or 0,
+                "monthly_token_cap": membership.monthly_token_cap,
+            }
+        )
+    lines.sort(key=lambda line: (-line["tokens"], line["email"]))
+    gone = [
+        {"user_id": uid, "email": row["user__email"], "role": "", "tokens": row["tokens"] or 0,
+         "jobs": row["jobs"], "monthly_token_cap": None}
+        for uid, row in used.items()
+    ]  # fmt: skip
+    return lines + gone
+
+
+def usage_records(workspace, *, user=None) -> QuerySet[UsageRecord]:
+    return _usage(workspace, user).select_related("user").order_by("created_at")
+
+
+async def job_of_async(member, job_id) -> GenerationJob | None:
+    return await jobs_of(member).filter(pk=job_id).afirst()

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.models import Membership
 from billing.models import Plan, QuotaPeriod, UsageRecord
 from billing.selectors import Entitlements, entitlements_for
 from billing.services.ledger import quota_period_open, quota_reserve, quota_settle
@@ -154,14 +155,14 @@ def _validate_stop(stop) -> list[str]:
     return stop
 
 
-def _rate_limit_key(user) -> str:
-    return f"inkwell:rpm:{user.pk}:{int(time.time() // 60)}"
+def _rate_limit_key(workspace) -> str:
+    return f"inkwell:rpm:ws{workspace.pk}:{int(time.time() // 60)}"
 
 
-def rate_limit_status(user, per_minute: int) -> dict[str, str]:
-    """The x-ratelimit-* headers: this minute's requests against the plan's limit."""
+def rate_limit_status(workspace, per_minute: int) -> dict[str, str]:
+    """The x-ratelimit-* headers: this minute's requests of the workspace against its plan's limit."""
     try:
-        used = int(streams.client().get(_rate_limit_key(user)) or 0)
+        used = int(streams.client().get(_rate_limit_key(workspace)) or 0)
     except Exception:
         used = 0
     return {
@@ -171,10 +172,10 @@ def rate_limit_status(user, per_minute: int) -> dict[str, str]:
     }
 
 
-def _rate_limit(user, per_minute: int) -> None:
+def _rate_limit(workspace, per_minute: int) -> None:
     """A fixed one-minute window in Redis (one atomic INCR), shared by every web process."""
     try:
-        count = streams.minute_window_count(_rate_limit_key(user))
+        count = streams.minute_window_count(_rate_limit_key(workspace))
     except Exception:  # the record is PostgreSQL; a Redis hiccup must not refuse paid work
         logger.warning("rate limiter unavailable; request allowed", exc_info=True)
         return
@@ -208,7 +209,7 @@ def _replayed(job: GenerationJob, request_hash: str) -> GenerationJob:
 
 def job_submit(
     *,
-    user,
+    member: Membership,
     model: str | None = None,
     prompt: str | None = None,
     messages: list[dict] | None = None,
@@ -224,7 +225,8 @@ def job_submit(
     request_hash: str = "",
     entitlements: Entitlements | None = None,
 ) -> GenerationJob:
-    """Check the request against the plan and the quota, reserve its tokens, queue it.
+    """Check the request against the workspace's plan, its pool and the member's cap, reserve its
+    tokens, queue it. ``member`` is who asks, in which workspace.
 
     Everything that can be refused is refused before anything is written; the reservation, the
     concurrency check and the insert are one transaction; the task is sent after the commit.
@@ -233,12 +235,13 @@ def job_submit(
     whether it is the same request: ``request_hash_of``) returns its job again, with
     ``job.replayed`` set, and changes nothing; the same key with another request is refused (422).
     """
+    workspace, user = member.workspace, member.user
     if idempotency_key:
         # Before any check: a retry of an accepted request is answered as it was, not judged again.
-        existing = jobs_of(user).filter(idempotency_key=idempotency_key).first()
+        existing = jobs_of(member).filter(idempotency_key=idempotency_key).first()
         if existing is not None:
             return _replayed(existing, request_hash)
-    entitlements = entitlements or entitlements_for(user)
+    entitlements = entitlements or entitlements_for(workspace)
     if model is None or model == "":
         available = catalog.runnable_models(entitlements)
         if not available:
@@ -309,25 +312,33 @@ def job_submit(
             "or shorten the prompt.",
             "max_new_tokens",
         )
-    _rate_limit(user, entitlements.requests_per_minute)
+    _rate_limit(workspace, entitlements.requests_per_minute)
 
     tokens = prompt_tokens + max_new_tokens
     try:
         with transaction.atomic():
-            period = quota_period_open(user=user, entitlements=entitlements)
-            # Lock the ledger row: concurrent submits of one user are serialised from here on, so the
-            # concurrency count below cannot be raced past.
+            period = quota_period_open(workspace=workspace, entitlements=entitlements)
+            # Lock the ledger row: concurrent submits in one workspace are serialised from here on,
+            # so neither the concurrency count nor a member's cap can be raced past.
             QuotaPeriod.objects.select_for_update().get(pk=period.pk)
-            active = GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES).count()
+            # The membership as it is now, under the lock: a member removed or re-capped a moment
+            # ago is judged by what is true, not by what this request read at its start.
+            current = Membership.objects.filter(pk=member.pk).values_list("monthly_token_cap", flat=True)
+            if not current:
+                raise ApplicationError(
+                    f"You are no longer a member of {workspace.name}.", code="not_a_member", status_code=403
+                )
+            active = GenerationJob.objects.filter(workspace=workspace, status__in=ACTIVE_STATUSES).count()
             if active >= entitlements.max_concurrent_jobs:
                 raise RateLimited(
-                    f"You have {active} jobs queued or running; your plan allows {entitlements.max_concurrent_jobs} "
-                    "at once. Wait for one to finish or cancel one.",
+                    f"This workspace has {active} jobs queued or running; its plan allows "
+                    f"{entitlements.max_concurrent_jobs} at once. Wait for one to finish or cancel one.",
                     code="concurrency_limit_exceeded",
                 )
-            quota_reserve(period=period, tokens=tokens)
+            quota_reserve(period=period, tokens=tokens, user=user, cap=current[0])
             job = GenerationJob.objects.create(
                 user=user,
+                workspace=workspace,
                 source=source,
                 model=model,
                 prompt=prompt or "",
@@ -353,7 +364,7 @@ def job_submit(
         if not idempotency_key:
             raise
         # The same key arrived twice at once: the other request made the job.
-        return _replayed(GenerationJob.objects.get(user=user, idempotency_key=idempotency_key), request_hash)
+        return _replayed(jobs_of(member).get(idempotency_key=idempotency_key), request_hash)
     return job
 
 
@@ -390,11 +401,12 @@ def _close(job: GenerationJob, *, from_status: str, guard: Q, status: str, charg
         )
         if not closed:
             return False
-        quota_settle(period_id=job.quota_period_id, reserved=job.tokens_reserved, charged=charged)
+        quota_settle(period_id=job.quota_period_id, user_id=job.user_id, reserved=job.tokens_reserved, charged=charged)
         job.refresh_from_db()
         started = job.started_at or now
         UsageRecord.objects.create(
             user_id=job.user_id,
+            workspace_id=job.workspace_id,
             job=job,
             quota_period_id=job.quota_period_id,
             plan_slug=job.plan_slug,
@@ -464,10 +476,14 @@ def job_cancel(*, job: GenerationJob) -> GenerationJob:
     return job
 
 
-def jobs_stop(*, user) -> int:
-    """Cancel every queued or running job of ``user`` (account deletion, suspension); each is
-    settled like a cancel by the user. Returns how many were asked to stop."""
-    jobs = list(GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES))
+def jobs_stop(*, user, workspace=None) -> int:
+    """Cancel every queued or running job of ``user`` (account deletion, suspension), or only those
+    in ``workspace`` (the member was removed from it); each is settled like a cancel by the user.
+    Returns how many were asked to stop."""
+    jobs = GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES)
+    if workspace is not None:
+        jobs = jobs.filter(workspace=workspace)
+    jobs = list(jobs)
     for job in jobs:
         job_cancel(job=job)
     return len(jobs)

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
@@ -18,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts.workspaces import Permission, allows, member_required
 from billing.selectors import entitlements_for
 from core.charts import bar_chart
 from core.errors import ApplicationError
@@ -29,6 +29,7 @@ from inference.selectors import (
     job_history,
     job_of_async,
     jobs_of,
+    member_usage_lines,
     queue_position,
     queue_wait_estimate_seconds,
     usage_by_day,
@@ -46,12 +47,12 @@ logger = logging.getLogger(__name__)
 async def job_stream(request, job_id):
     """GET /jobs/<id>/stream: server-sent events of one of the caller's jobs (404 for others;
     429 past MAX_STREAMS_PER_USER, and the page falls back to polling)."""
-    user = await request.auser()
-    job = await job_of_async(user, job_id) if user.is_authenticated else None
+    membership = request.membership
+    job = await job_of_async(membership, job_id) if membership is not None else None
     await release_database()
     if job is None:
         raise Http404("No such job.")
-    slot = await StreamSlot.take(user.pk)
+    slot = await StreamSlot.take(membership.user_id)
     if slot is None:
         error = too_many_streams()
         return HttpResponse(error.message, status=429, content_type="text/plain; charset=utf-8",
@@ -83,7 +84,7 @@ def _initial_from(request, entitlements) -> dict:
         source_id = uuid.UUID(source_id)
     except ValueError:
         raise Http404("No such job.") from None
-    job = get_object_or_404(jobs_of(request.user), pk=source_id)
+    job = get_object_or_404(jobs_of(request.membership), pk=source_id)
     initial.update(
         model=job.model,
         max_new_tokens=min(job.max_new_tokens, entitlements.max_new_tokens),
@@ -108,14 +109,14 @@ def _initial_from(request, entitlements) -> dict:
     return initial
 
 
-@login_required
+@member_required()
 def generate(request):
-    entitlements = entitlements_for(request.user)
+    entitlements = entitlements_for(request.membership.workspace)
     if request.method == "POST":
         form = _form_for(request, entitlements, data=request.POST)
         if form.is_valid():
             try:
-                job = job_submit(user=request.user, source=JobSource.WEB, **form.submission())
+                job = job_submit(member=request.membership, source=JobSource.WEB, **form.submission())
             except ApplicationError as error:
                 form.add_error(form.field_for(error.param), error.message)
             else:
@@ -144,7 +145,7 @@ def generate(request):
             "entitlements": entitlements,
             "chat_models": chat_models,
             "history_turns": _history_turns(form),
-            "recent": jobs_of(request.user).order_by("-created_at")[:5],
+            "recent": jobs_of(request.membership).order_by("-created_at")[:5],
         },
     )
 
@@ -170,7 +171,7 @@ def _count_allowed(user) -> int | None:
     return streams.seconds_left_in_minute() if count > settings.TOKEN_COUNTS_PER_MINUTE else None
 
 
-@login_required
+@member_required()
 @require_POST
 def count_tokens(request):
     """The live prompt counter: tokens as the model's tokenizer counts them, against the plan.
@@ -179,7 +180,7 @@ def count_tokens(request):
     if retry is not None:
         message = f"Counting paused: more than {settings.TOKEN_COUNTS_PER_MINUTE} counts a minute."
         return JsonResponse({"error": message, "retry_after": retry}, status=429, headers={"Retry-After": str(retry)})
-    entitlements = entitlements_for(request.user)
+    entitlements = entitlements_for(request.membership.workspace)
     model = request.POST.get("model", "")
     if model not in catalog.runnable_models(entitlements):
         return JsonResponse({"error": "Pick one of your plan's models."}, status=400)
@@ -222,33 +223,33 @@ def _job_payload(job: GenerationJob) -> dict:
     }
 
 
-@login_required
+@member_required()
 def job_detail(request, job_id):
-    job = get_object_or_404(jobs_of(request.user), pk=job_id)
+    job = get_object_or_404(jobs_of(request.membership), pk=job_id)
     return render(request, "inference/job.html", {"job": job, "live": _job_payload(job)})
 
 
-@login_required
+@member_required()
 def job_status(request, job_id):
     """The polling fallback when the event stream drops."""
-    job = get_object_or_404(jobs_of(request.user), pk=job_id)
+    job = get_object_or_404(jobs_of(request.membership), pk=job_id)
     return JsonResponse(_job_payload(job))
 
 
-@login_required
+@member_required()
 @require_POST
 def job_cancel_view(request, job_id):
-    job = job_cancel(job=get_object_or_404(jobs_of(request.user), pk=job_id))
+    job = job_cancel(job=get_object_or_404(jobs_of(request.membership), pk=job_id))
     if _wants_json(request):
         return JsonResponse(_job_payload(job))
     messages.info(request, "Stopping: the text so far is kept and only it is charged.")
     return redirect("inference:job", job.pk)
 
 
-@login_required
+@member_required()
 @require_POST
 def job_delete_view(request, job_id):
-    job = get_object_or_404(jobs_of(request.user), pk=job_id)
+    job = get_object_or_404(jobs_of(request.membership), pk=job_id)
     try:
         job_delete(job=job)
     except ApplicationError as error:
@@ -258,11 +259,11 @@ def job_delete_view(request, job_id):
     return redirect("inference:history")
 
 
-@login_required
+@member_required()
 def job_download(request, job_id, extension: str):
     if extension not in ("txt", "md"):
         raise Http404("Downloads are .txt or .md.")
-    job = get_object_or_404(jobs_of(request.user), pk=job_id)
+    job = get_object_or_404(jobs_of(request.membership), pk=job_id)
     if extension == "md":
         prompt = job.prompt or "\n\n".join(f"**{m['role']}**: {m['content']}" for m in job.messages or [])
         body = (
@@ -279,14 +280,14 @@ def job_download(request, job_id, extension: str):
     return response
 
 
-@login_required
+@member_required()
 def history(request):
     # NUL characters cannot reach PostgreSQL; nobody searches for them on purpose.
     query = request.GET.get("q", "").replace("\x00", "").strip()
     status = request.GET.get("status", "")
     model = request.GET.get("model", "").replace("\x00", "")
     jobs = job_history(
-        request.user,
+        request.membership,
         query=query,
         status=status if status in JobStatus.values else "",
         model=model,
@@ -312,13 +313,21 @@ def history(request):
 # --- usage ----------------------------------------------------------------------------------------------
 
 
-@login_required
+def _usage_scope(membership):
+    """Whose usage a page shows: the whole workspace's to owners and admins, one's own to members."""
+    return None if allows(membership, Permission.USAGE_ALL) else membership.user
+
+
+@member_required()
 def usage(request):
-    entitlements = entitlements_for(request.user)
+    membership = request.membership
+    workspace, scope = membership.workspace, _usage_scope(membership)
+    entitlements = entitlements_for(workspace)
     start, end = entitlements.period_start, entitlements.period_end
     previous_start = start - (end - start)
-    current = usage_by_day(request.user, start=start, end=min(end, timezone.now() + timedelta(days=1)))
-    previous = usage_by_day(request.user, start=previous_start, end=start)
+    current = usage_by_day(workspace, user=scope, start=start, end=min(end, timezone.now() + timedelta(days=1)))
+    previous = usage_by_day(workspace, user=scope, start=previous_start, end=start)
+    lines = member_usage_lines(workspace, start=start, end=end)
     return render(
         request,
         "inference/usage.html",
@@ -327,23 +336,30 @@ def usage(request):
             "chart": bar_chart(current, previous),
             "current_total": sum(t for _, t in current),
             "previous_total": sum(t for _, t in previous),
-            "by_model": usage_by_model(request.user, start=start, end=end),
+            "by_model": usage_by_model(workspace, user=scope, start=start, end=end),
+            "whole_workspace": scope is None,
+            "members": lines if scope is None else [],
+            "mine": next(line for line in lines if line["user_id"] == membership.user_id),
         },
     )
 
 
-@login_required
+@member_required()
 def usage_export(request):
+    """Every usage record as CSV: the whole workspace's for owners and admins, one's own for
+    members; each line names the member who ran the job."""
+    membership = request.membership
     response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="inkwell-usage.csv"'
+    response["Content-Disposition"] = f'attachment; filename="inkwell-usage-{membership.workspace.slug}.csv"'
     writer = csv.writer(response)
     writer.writerow(
-        ["created_at", "job_id", "model", "status", "prompt_tokens", "completion_tokens", "tokens_charged",
+        ["created_at", "job_id", "member", "model", "status", "prompt_tokens", "completion_tokens", "tokens_charged",
          "queue_wait_ms", "run_ms"]
     )  # fmt: skip
-    for record in usage_records(request.user).iterator():
+    for record in usage_records(membership.workspace, user=_usage_scope(membership)).iterator():
         writer.writerow(
-            [record.created_at.isoformat(), record.job_id or "", record.model, record.status, record.prompt_tokens,
-             record.completion_tokens, record.tokens_charged, record.queue_wait_ms, record.run_ms]
+            [record.created_at.isoformat(), record.job_id or "", record.user.email, record.model, record.status,
+             record.prompt_tokens, record.completion_tokens, record.tokens_charged, record.queue_wait_ms,
+             record.run_ms]
         )  # fmt: skip
     return response

@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from accounts.models import User
 from accounts.services import user_unsuspend
+from accounts.workspaces import workspace_personal
 from billing.models import Plan
 from billing.selectors import entitlements_for, quota_period_for
 from billing.services.ledger import quota_top_up
@@ -82,29 +83,31 @@ class UserAdmin(DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     actions = [
+        # Top-ups and comps of a user go to their personal workspace; a team's are in the workspace admin.
         _with_form(TopUpForm, "Grant a token top-up…", lambda user, actor, tokens, reason: quota_top_up(
-            user=user, tokens=tokens, reason=reason, granted_by=actor)),
+            workspace=workspace_personal(user), tokens=tokens, reason=reason, granted_by=actor)),
         _with_form(CompForm, "Comp a plan…", lambda user, actor, plan, days: plan_comp(
-            user=user, plan=plan, days=days, granted_by=actor)),
+            workspace=workspace_personal(user), plan=plan, days=days, granted_by=actor)),
         _with_form(SuspendForm, "Suspend…", lambda user, actor, reason: account_suspend(
             user=user, reason=reason, actor=actor)),
         "unsuspend",
         "resend_verification",
     ]  # fmt: skip
 
-    @admin.display(description="Plan")
+    @admin.display(description="Plan (personal workspace)")
     def current_plan(self, obj) -> str:
-        entitlements = entitlements_for(obj)
+        entitlements = entitlements_for(workspace_personal(obj))
         subscription = entitlements.subscription
         status = (
             f"{subscription.status}{' (comp)' if subscription.is_comp else ''}" if subscription else "no subscription"
         )
         return f"{entitlements.plan.name}: {status}, period ends {entitlements.period_end:%Y-%m-%d}"
 
-    @admin.display(description="This period")
+    @admin.display(description="This period (personal workspace)")
     def period_usage(self, obj) -> str:
-        entitlements = entitlements_for(obj)
-        period = quota_period_for(obj, entitlements=entitlements)
+        workspace = workspace_personal(obj)
+        entitlements = entitlements_for(workspace)
+        period = quota_period_for(workspace, entitlements=entitlements)
         if period is None:
             return f"nothing used of {entitlements.monthly_token_allowance:,}"
         return f"{period.used:,} used + {period.reserved:,} reserved of {period.allowance:,}"

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from accounts.services import pseudonym, user_delete, user_suspend
+from accounts.models import WorkspaceRole
+from accounts.services import pseudonym, user_delete, user_suspend, workspace_delete
+from accounts.workspaces import members_of
 from billing.services.personal_data import billing_personal_data_erase
 from billing.services.subscriptions import billing_close
 from core.audit import audit_email_replace, audit_record
+from core.errors import Conflict
 from core.models import AuditAction
 from inference.selectors import job_ids_of
 from inference.services import jobs_stop
@@ -19,22 +22,38 @@ from inference.streams import streams_delete
 def account_delete(*, user) -> None:
     """Close the account, all or nothing as the user sees it.
 
-    1. Stripe first, the one step that can fail outside our database: every subscription the
-       customer has in Stripe is cancelled and the customer deleted with its cards. If Stripe
+    0. Refused while the user owns a workspace that has other members: its owner must hand it
+       over (or remove them) first, so nobody's team disappears under them.
+    1. Stripe first, for every workspace the user owns (the personal one, and teams of one), the
+       one step that can fail outside our database: every subscription the customer has in
+       Stripe is cancelled and the customer deleted with its cards. If Stripe
        cannot be told, this raises ApplicationError and nothing here has changed.
     2. In one transaction: queued jobs are cancelled and running ones stopped (reservations
        released, delivered text charged as always); the audit log and the stored Stripe events
-       lose the email (a pseudonym stands for it); the user is deleted with everything theirs.
+       lose the email (a pseudonym stands for it); the workspaces they own are deleted, then the
+       user with everything theirs.
     3. After the commit, their token streams leave Redis.
     """
-    billing_close(user=user)
+    owned = [m.workspace for m in user.memberships.select_related("workspace").filter(role=WorkspaceRole.OWNER)]
+    for workspace in owned:
+        if members_of(workspace).exclude(user=user).exists():
+            raise Conflict(
+                f"You own the workspace {workspace.name}, which has other members: transfer its ownership or "
+                "remove them before deleting your account.",
+                code="workspace_has_members",
+            )
+    for workspace in owned:
+        billing_close(workspace=workspace)
     email = user.email
     job_ids = job_ids_of(user)
     with transaction.atomic():
         jobs_stop(user=user)
         audit_email_replace(user=user, email=email, replacement=pseudonym(email))
-        billing_personal_data_erase(user=user)
+        for workspace in owned:
+            billing_personal_data_erase(workspace=workspace)
         audit_record(action=AuditAction.ACCOUNT_DELETED, user=None, email=pseudonym(email))
+        for workspace in owned:
+            workspace_delete(workspace=workspace)
         user_delete(user=user)
         transaction.on_commit(lambda: streams_delete(job_ids), robust=True)
 

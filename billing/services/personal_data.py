@@ -48,9 +48,9 @@ def webhook_payloads_scrub(*, customer_id: str | None = None, older_than: dateti
     return scrubbed
 
 
-def billing_personal_data_erase(*, user) -> int:
-    """Erase the personal data of ``user`` from stored Stripe events (account deletion)."""
-    customer = BillingCustomer.objects.filter(user=user).first()
+def billing_personal_data_erase(*, workspace) -> int:
+    """Erase the personal data in stored Stripe events of ``workspace``'s customer (account deletion)."""
+    customer = BillingCustomer.objects.filter(workspace=workspace).first()
     if customer is None:
         return 0
     return webhook_payloads_scrub(customer_id=customer.stripe_customer_id)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.workspaces import workspace_owner
 from billing.gateway import billing_gateway
 from billing.models import BillingCustomer, Plan, Subscription, SubscriptionStatus
 from billing.selectors import entitlements_for
@@ -17,17 +18,18 @@ from core.errors import ApplicationError, Conflict
 from core.models import AuditAction
 
 
-def customer_ensure(*, user) -> str:
-    """The user's Stripe customer id, created once (the idempotency key makes a race create one)."""
-    existing = BillingCustomer.objects.filter(user=user).first()
+def customer_ensure(*, workspace) -> str:
+    """The workspace's Stripe customer id, created once (the idempotency key makes a race create
+    one), billed to the workspace's owner."""
+    existing = BillingCustomer.objects.filter(workspace=workspace).first()
     if existing is not None:
         return existing.stripe_customer_id
-    customer_id = billing_gateway().customer_create(user=user)
-    record, _ = BillingCustomer.objects.get_or_create(user=user, defaults={"stripe_customer_id": customer_id})
+    customer_id = billing_gateway().customer_create(workspace=workspace, email=workspace_owner(workspace).email)
+    record, _ = BillingCustomer.objects.get_or_create(workspace=workspace, defaults={"stripe_customer_id": customer_id})
     return record.stripe_customer_id
 
 
-def checkout_start(*, user, plan: Plan, success_url: str, cancel_url: str) -> str:
+def checkout_start(*, workspace, plan: Plan, success_url: str, cancel_url: str) -> str:
     """A Stripe Checkout session (mode subscription) for ``plan``; returns the URL to send the user to.
     Nothing is granted here: only the webhook that Stripe sends after payment grants the plan.
 
@@ -38,47 +40,47 @@ def checkout_start(*, user, plan: Plan, success_url: str, cancel_url: str) -> st
     if not plan.is_active or not plan.stripe_price_id or plan.price_cents == 0:
         raise ApplicationError(f"The {plan.name} plan cannot be bought.", code="plan_not_for_sale")
     already = Conflict("You already have a subscription: change it in the billing portal.", code="already_subscribed")
-    if entitlements_for(user).subscription is not None:
+    if entitlements_for(workspace).subscription is not None:
         raise already
-    if Subscription.objects.filter(user=user, is_comp=False, status__in=SubscriptionStatus.LIVE).exists():
+    if Subscription.objects.filter(workspace=workspace, is_comp=False, status__in=SubscriptionStatus.LIVE).exists():
         raise already
-    customer_id = customer_ensure(user=user)
+    customer_id = customer_ensure(workspace=workspace)
     gateway = billing_gateway()
     with transaction.atomic():
-        BillingCustomer.objects.select_for_update().get(user=user)
+        BillingCustomer.objects.select_for_update().get(workspace=workspace)
         if gateway.subscription_live_exists(customer_id=customer_id):
             raise already
         return gateway.checkout_session_start(
-            user=user, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
+            workspace=workspace, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
         )
 
 
-def portal_start(*, user, return_url: str) -> str:
+def portal_start(*, workspace, return_url: str) -> str:
     """A Customer Portal session, where the customer changes or cancels the subscription; returns
     the URL to send the user to. Stripe's Portal is refused while its settings would grant unpaid
     tokens (billing.gateway.portal_configuration_problem)."""
-    customer = BillingCustomer.objects.filter(user=user).first()
+    customer = BillingCustomer.objects.filter(workspace=workspace).first()
     if customer is None:
         raise ApplicationError("You have no subscription to manage yet: pick a plan first.", code="no_customer")
     return billing_gateway().portal_session_start(
-        user=user, customer_id=customer.stripe_customer_id, return_url=return_url
+        workspace=workspace, customer_id=customer.stripe_customer_id, return_url=return_url
     )
 
 
-def billing_close(*, user) -> None:
+def billing_close(*, workspace) -> None:
     """Before an account is deleted: cancel every subscription the customer has in Stripe (asked
     of Stripe, not only the mirror) and delete the Stripe customer with its cards. Raises
     ApplicationError if Stripe cannot be told, so the caller deletes nothing; safe to call again
     (a customer already deleted counts as done)."""
-    customer = BillingCustomer.objects.filter(user=user).first()
+    customer = BillingCustomer.objects.filter(workspace=workspace).first()
     if customer is not None:
         billing_gateway().customer_close(customer_id=customer.stripe_customer_id)
-    Subscription.objects.filter(user=user).exclude(status__in=SubscriptionStatus.ENDED).update(
+    Subscription.objects.filter(workspace=workspace).exclude(status__in=SubscriptionStatus.ENDED).update(
         status=SubscriptionStatus.CANCELED, canceled_at=timezone.now()
     )
 
 
-def plan_comp(*, user, plan: Plan, days: int, granted_by=None) -> Subscription:
+def plan_comp(*, workspace, plan: Plan, days: int, granted_by=None, seats: int = 1) -> Subscription:
     """Give ``plan`` for ``days`` without Stripe (partners, support): a subscription marked comp."""
 
     if days <= 0:
@@ -86,8 +88,10 @@ def plan_comp(*, user, plan: Plan, days: int, granted_by=None) -> Subscription:
     now = timezone.now()
     with transaction.atomic():
         subscription = Subscription.objects.create(
-            user=user,
+            workspace=workspace,
             plan=plan,
+            seats=max(1, seats),
+            paid_seats=max(1, seats),
             status=SubscriptionStatus.ACTIVE,
             current_period_start=now,
             current_period_end=now + timedelta(days=days),
@@ -97,6 +101,13 @@ def plan_comp(*, user, plan: Plan, days: int, granted_by=None) -> Subscription:
         )
         # Each month of the comp is a period with the plan's allowance (entitlements_for): open
         # the first one now so the meter shows it.
-        quota_period_open(user=user, entitlements=entitlements_for(user, now=now))
-        audit_record(action=AuditAction.PLAN_COMPED, user=user, actor=granted_by, plan=plan.slug, days=days)
+        quota_period_open(workspace=workspace, entitlements=entitlements_for(workspace, now=now))
+        audit_record(
+            action=AuditAction.PLAN_COMPED,
+            user=workspace.personal_of,
+            workspace=workspace,
+            actor=granted_by,
+            plan=plan.slug,
+            days=days,
+        )
     return subscription

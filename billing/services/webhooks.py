@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.models import Workspace
 from billing import stripe_client
 from billing.gateway import billing_gateway
 from billing.models import (
@@ -48,13 +48,18 @@ class RetryLater(Exception):
 # --- a subscription's state, recomputed from Stripe's object -----------------------------------
 
 
-def _user_for(customer_id: str | None, metadata: dict | None):
-    customer = BillingCustomer.objects.select_related("user").filter(stripe_customer_id=customer_id).first()
+def _workspace_for(customer_id: str | None, metadata: dict | None):
+    """The workspace a Stripe object belongs to: its customer's, else the ``workspace_id`` our
+    Checkout put in the metadata (or, for objects made before workspaces, the ``user_id``: that
+    user's personal workspace)."""
+    customer = BillingCustomer.objects.select_related("workspace").filter(stripe_customer_id=customer_id).first()
     if customer is not None:
-        return customer.user
-    user_id = (metadata or {}).get("user_id")
-    if user_id:
-        return get_user_model().objects.filter(pk=user_id).first()
+        return customer.workspace
+    metadata = metadata or {}
+    if str(metadata.get("workspace_id") or "").isdigit():
+        return Workspace.objects.filter(pk=metadata["workspace_id"]).first()
+    if str(metadata.get("user_id") or "").isdigit():
+        return Workspace.objects.filter(personal_of_id=metadata["user_id"]).first()
     return None
 
 
@@ -63,8 +68,8 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime, dry_run: bo
     state (the event's time): an older state than the one stored changes nothing, and a canceled
     subscription stays canceled, so late and out-of-order events converge."""
     obj = stripe_subscription
-    user = _user_for(stripe_client.object_id(obj.get("customer")), obj.get("metadata"))
-    if user is None:
+    workspace = _workspace_for(stripe_client.object_id(obj.get("customer")), obj.get("metadata"))
+    if workspace is None:
         raise NotOurs(f"subscription {obj['id']} belongs to no Inkwell customer")
     price_id = stripe_client.subscription_price_id(obj)
     # A plan whose price changed keeps selling under a new Price; subscribers on the archived one
@@ -81,7 +86,7 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime, dry_run: bo
     period_start, period_end = stripe_client.subscription_period(obj)
     status = obj["status"]
     # One customer's subscription events take turns, so two new subscriptions see each other.
-    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    Workspace.objects.select_for_update().filter(pk=workspace.pk).first()
     local = Subscription.objects.select_for_update().filter(stripe_subscription_id=obj["id"]).first()
     if local is not None:
         if local.stripe_synced_at and as_of < local.stripe_synced_at:
@@ -93,11 +98,12 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime, dry_run: bo
         tied = local.stripe_synced_at is not None and as_of == local.stripe_synced_at
         if tied and status == SubscriptionStatus.INCOMPLETE and local.status in SubscriptionStatus.ENTITLED_OR_GRACE:
             return local
-    before = (local.plan_id, local.status) if local is not None else None
+    before = (local.plan_id, local.status, local.seats) if local is not None else None
     local = local or Subscription(stripe_subscription_id=obj["id"])
-    local.user = user
+    local.workspace = workspace
     local.plan = plan
     local.status = status
+    local.seats = stripe_client.subscription_quantity(obj)
     local.current_period_start = period_start
     local.current_period_end = period_end
     local.cancel_at_period_end = bool(obj.get("cancel_at_period_end"))
@@ -113,8 +119,16 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime, dry_run: bo
     if status in SubscriptionStatus.LIVE and _older_live_subscription(local) is not None:
         local = _duplicate_cancel(local=local, stripe_subscription=obj, call_stripe=not dry_run)
         status = local.status
-    if before != (plan.pk, status):
-        audit_record(action=AuditAction.PLAN_CHANGED, user=user, plan=plan.slug, status=status, subscription=obj["id"])
+    if before != (plan.pk, status, local.seats):
+        audit_record(
+            action=AuditAction.PLAN_CHANGED,
+            user=workspace.personal_of,
+            workspace=workspace,
+            plan=plan.slug,
+            status=status,
+            seats=local.seats,
+            subscription=obj["id"],
+        )
     # No tokens here: a subscription's state says nothing of payment (a renewal is "active" an hour
     # before its card is tried). The allowance comes with invoice.paid.
     return local
@@ -123,7 +137,10 @@ def subscription_sync(*, stripe_subscription: dict, as_of: datetime, dry_run: bo
 def _older_live_subscription(local: Subscription) -> Subscription | None:
     return (
         Subscription.objects.filter(
-            user=local.user, is_comp=False, status__in=SubscriptionStatus.LIVE, created_at__lt=local.created_at
+            workspace=local.workspace,
+            is_comp=False,
+            status__in=SubscriptionStatus.LIVE,
+            created_at__lt=local.created_at,
         )
         .exclude(pk=local.pk)
         .first()
@@ -142,12 +159,15 @@ def _duplicate_cancel(*, local: Subscription, stripe_subscription: dict, call_st
     local.refresh_from_db()
     audit_record(
         action=AuditAction.DUPLICATE_SUBSCRIPTION,
-        user=local.user,
+        user=local.workspace.personal_of,
+        workspace=local.workspace,
         subscription=local.stripe_subscription_id,
         kept=kept.stripe_subscription_id if kept else "",
         refunded_cents=refunded,
     )
-    logger.warning("cancelled duplicate subscription %s of user %s", local.stripe_subscription_id, local.user_id)
+    logger.warning(
+        "cancelled duplicate subscription %s of workspace %s", local.stripe_subscription_id, local.workspace_id
+    )
     return local
 
 
@@ -156,9 +176,9 @@ def _duplicate_cancel(*, local: Subscription, stripe_subscription: dict, call_st
 
 def _on_checkout_completed(session: dict, as_of: datetime) -> None:
     customer_id = stripe_client.object_id(session.get("customer"))
-    user = _user_for(customer_id, {"user_id": session.get("client_reference_id")})
-    if user is not None and customer_id:
-        BillingCustomer.objects.get_or_create(user=user, defaults={"stripe_customer_id": customer_id})
+    workspace = _workspace_for(customer_id, session.get("metadata"))
+    if workspace is not None and customer_id:
+        BillingCustomer.objects.get_or_create(workspace=workspace, defaults={"stripe_customer_id": customer_id})
 
 
 def _on_subscription(subscription: dict, as_of: datetime) -> None:
@@ -170,22 +190,23 @@ def _local_subscription_for(invoice: dict) -> Subscription | None:
     if subscription_id is None:
         return None  # not a subscription invoice
     local = Subscription.objects.select_for_update().filter(stripe_subscription_id=subscription_id).first()
-    if local is None and _user_for(stripe_client.object_id(invoice.get("customer")), None) is None:
+    if local is None and _workspace_for(stripe_client.object_id(invoice.get("customer")), None) is None:
         raise NotOurs(f"invoice {invoice.get('id')} is for a customer Inkwell does not know")
     if local is None:
         raise RetryLater(f"invoice {invoice.get('id')} names subscription {subscription_id}, not seen yet")
     return local
 
 
-def _invoice_plan(invoice: dict, fallback: Plan) -> Plan:
-    """The plan an invoice pays for: the price of its largest line (a proration invoice credits
-    the old plan's unused time and charges the new plan's rest; the charge is the larger line)."""
+def _invoice_plan(invoice: dict, fallback: Plan, fallback_seats: int) -> tuple[Plan, int]:
+    """The plan and seats an invoice pays for: the price and quantity of its largest line (a
+    proration invoice credits the old plan's or seat count's unused time and charges the new one's
+    rest; the charge is the larger line)."""
     priced = [line for line in stripe_client.invoice_lines(invoice) if line["price"]]
     for line in sorted(priced, key=lambda line: line["amount"], reverse=True):
         plan = Plan.objects.filter(stripe_price_id=line["price"]).first()
         if plan is not None:
-            return plan
-    return fallback
+            return plan, max(1, line.get("quantity") or 1)
+    return fallback, fallback_seats
 
 
 def _on_invoice_paid(invoice: dict, as_of: datetime) -> None:
@@ -195,12 +216,13 @@ def _on_invoice_paid(invoice: dict, as_of: datetime) -> None:
     local = _local_subscription_for(invoice)
     if local is None:
         return
-    plan = _invoice_plan(invoice, fallback=local.plan)
+    plan, seats = _invoice_plan(invoice, fallback=local.plan, fallback_seats=local.seats)
+    workspace = local.workspace
     paid_at = stripe_client.invoice_paid_at(invoice) or as_of
     if invoice.get("billing_reason") == "subscription_update":
         # Lines of a mid-period change start at the change; the ledger period is the subscription's.
         current = (
-            QuotaPeriod.objects.filter(user=local.user, period_start__lte=paid_at, period_end__gt=paid_at)
+            QuotaPeriod.objects.filter(workspace=workspace, period_start__lte=paid_at, period_end__gt=paid_at)
             .order_by("-period_start")
             .first()
         )
@@ -214,12 +236,14 @@ def _on_invoice_paid(invoice: dict, as_of: datetime) -> None:
     )
     if not newest:
         # A late copy of an older invoice: its period keeps what it was granted.
-        if not QuotaPeriod.objects.filter(user=local.user, period_start=period_start).exists():
-            quota_period_grant(user=local.user, period_start=period_start, period_end=period_end, plan=plan)
+        if not QuotaPeriod.objects.filter(workspace=workspace, period_start=period_start).exists():
+            quota_period_grant(
+                workspace=workspace, period_start=period_start, period_end=period_end, plan=plan, seats=seats
+            )
         return
-    quota_period_grant(user=local.user, period_start=period_start, period_end=period_end, plan=plan)
+    quota_period_grant(workspace=workspace, period_start=period_start, period_end=period_end, plan=plan, seats=seats)
     Subscription.objects.filter(pk=local.pk).update(
-        payment_failed_at=None, paid_plan=plan, paid_period_start=period_start, paid_at=paid_at
+        payment_failed_at=None, paid_plan=plan, paid_period_start=period_start, paid_at=paid_at, paid_seats=seats
     )
 
 
@@ -398,5 +422,5 @@ def subscriptions_reconcile(*, dry_run: bool = False) -> ReconcileReport:
             continue
         if before_text != after_text:
             verb = "would change" if dry_run else "changed"
-            report.changed.append(f"{obj['id']} ({after.user.email}) {verb}: {before_text} -> {after_text}")
+            report.changed.append(f"{obj['id']} ({after.workspace.slug}) {verb}: {before_text} -> {after_text}")
     return report
