@@ -23,6 +23,8 @@ from accounts.models import Membership, User, Workspace, WorkspaceRole
 from core.errors import ApplicationError
 
 SESSION_KEY = "inkwell_workspace"
+# An invitation link opened while signed out: signing in (or up) comes back to it.
+PENDING_INVITATION = "inkwell_invitation"
 
 
 class Permission(enum.StrEnum):

@@ -103,6 +103,16 @@ def seats_of(subscription: Subscription | None, *, paid: bool = True) -> int:
     return max(1, subscription.seats)
 
 
+def seats_for(workspace, *, entitlements: Entitlements | None = None) -> int:
+    """The seats a workspace may fill with members and open invitations: those bought on a
+    per-seat plan (bought, not only paid: a member can join while the seat's invoice is being
+    paid; tokens still follow payment), else 1."""
+    entitlements = entitlements or entitlements_for(workspace)
+    if not entitlements.plan.per_seat:
+        return 1
+    return seats_of(entitlements.subscription, paid=False)
+
+
 def default_plan() -> Plan:
     plan = Plan.objects.filter(is_default=True, is_active=True).first()
     if plan is None:

@@ -21,6 +21,15 @@ class AuditAction(models.TextChoices):
     WEBHOOK_REPLAYED = "webhook_replayed", "Stripe webhook replayed"
     ACCOUNT_DELETED = "account_deleted", "Account deleted"
     DUPLICATE_SUBSCRIPTION = "duplicate_subscription", "Second subscription cancelled and refunded"
+    WORKSPACE_CREATED = "workspace_created", "Workspace created"
+    MEMBER_INVITED = "member_invited", "Member invited"
+    INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
+    MEMBER_ADDED = "member_added", "Member joined"
+    MEMBER_ROLE_CHANGED = "member_role_changed", "Member's role changed"
+    MEMBER_CAP_SET = "member_cap_set", "Member's token cap set"
+    MEMBER_REMOVED = "member_removed", "Member removed"
+    OWNERSHIP_TRANSFERRED = "ownership_transferred", "Workspace ownership transferred"
+    SEATS_CHANGED = "seats_changed", "Seats changed"
 
 
 SECURITY_ACTIONS = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from accounts import teams
 from accounts.models import WorkspaceRole
 from accounts.services import pseudonym, user_delete, user_suspend, workspace_delete
 from accounts.workspaces import members_of
@@ -63,3 +64,12 @@ def account_suspend(*, user, reason: str, actor=None) -> None:
     (in that order, so no new job slips in between)."""
     user_suspend(user=user, reason=reason, actor=actor)
     jobs_stop(user=user)
+
+
+def member_remove(*, membership, actor=None) -> int:
+    """Remove a member: first out of the workspace with their keys revoked (so no new job of theirs
+    can be admitted: job_submit checks the membership under the ledger lock), then their queued and
+    running jobs there stop, settled and charged as a cancel. Their history stays with the
+    workspace. Returns how many jobs were asked to stop."""
+    teams.member_remove(membership=membership, actor=actor)
+    return jobs_stop(user=membership.user, workspace=membership.workspace)

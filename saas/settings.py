@@ -108,6 +108,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.workspaces",
                 "billing.context_processors.billing",
             ],
         },
@@ -287,6 +288,8 @@ BILLING_SANDBOX = not STRIPE_SECRET_KEY
 if PRODUCTION and BILLING_SANDBOX:
     raise ImproperlyConfigured("the billing sandbox cannot run in production: set STRIPE_SECRET_KEY")
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=3)
+# Days an invitation link to a workspace stays valid (it also works only once).
+INVITATION_DAYS = env.int("INVITATION_DAYS", default=7)
 # What one GPU-hour costs you, for the business dashboard's margin (in the plans' currency).
 GPU_HOUR_COST = env.float("GPU_HOUR_COST", default=2.50)
 WEBHOOK_TOLERANCE_SECONDS = 300

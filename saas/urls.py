@@ -4,7 +4,7 @@ from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
-from saas import health, views
+from saas import health, teams, views
 
 # The admin signs in through allauth (its rate limits and two-factor step), never with its own form.
 admin.site.login = secure_admin_login(admin.site.login)
@@ -15,6 +15,18 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("privacy/", views.privacy, name="privacy"),
     path("account/delete/", views.delete_account, name="account_delete"),
+    path("workspaces/switch/", teams.workspace_switch, name="workspace_switch"),
+    path("workspaces/new/", teams.workspace_new, name="workspace_new"),
+    path("workspace/members/", teams.members, name="workspace_members"),
+    path("workspace/members/invite/", teams.member_invite, name="workspace_invite"),
+    path("workspace/members/<int:membership_id>/remove/", teams.member_remove_view, name="workspace_member_remove"),
+    path("workspace/members/<int:membership_id>/role/", teams.member_role, name="workspace_member_role"),
+    path("workspace/members/<int:membership_id>/cap/", teams.member_cap, name="workspace_member_cap"),
+    path("workspace/members/<int:membership_id>/owner/", teams.ownership_transfer, name="workspace_transfer"),
+    path(
+        "workspace/invitations/<int:invitation_id>/revoke/", teams.invitation_revoke, name="workspace_invitation_revoke"
+    ),
+    path("invitations/<str:token>/", teams.invitation_accept, name="invitation_accept"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("", include("inference.urls")),

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from accounts.apikeys import api_key_create
 from accounts.models import User
+from accounts.workspaces import workspace_personal
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -45,11 +46,21 @@ class PlanFactory(factory.django.DjangoModelFactory):
     is_default = False
 
 
+def _personal(obj):
+    """The workspace a factory row belongs to: its ``user``'s personal one (a new user's when none)."""
+    return workspace_personal(obj.user or UserFactory())
+
+
 class SubscriptionFactory(factory.django.DjangoModelFactory):
+    """A workspace's subscription: ``SubscriptionFactory(user=u)`` puts it in u's personal workspace."""
+
     class Meta:
         model = "billing.Subscription"
 
-    user = factory.SubFactory(UserFactory)
+    class Params:
+        user = None
+
+    workspace = factory.LazyAttribute(_personal)
     plan = factory.SubFactory(PlanFactory)
     status = "active"
     current_period_start = factory.LazyFunction(lambda: timezone.now() - timedelta(days=3))
@@ -64,9 +75,12 @@ class QuotaPeriodFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = "billing.QuotaPeriod"
-        django_get_or_create = ("user", "period_start")
+        django_get_or_create = ("workspace", "period_start")
 
-    user = factory.SubFactory(UserFactory)
+    class Params:
+        user = None
+
+    workspace = factory.LazyAttribute(_personal)
     period_start = factory.LazyFunction(
         lambda: timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     )
@@ -83,10 +97,11 @@ class JobFactory(factory.django.DjangoModelFactory):
         model = "inference.GenerationJob"
 
     user = factory.SubFactory(UserFactory)
+    workspace = factory.LazyAttribute(_personal)
     model = "inkwell-tiny"
     prompt = "Once upon a time"
     max_new_tokens = 16
-    quota_period = factory.SubFactory(QuotaPeriodFactory, user=factory.SelfAttribute("..user"))
+    quota_period = factory.SubFactory(QuotaPeriodFactory, workspace=factory.SelfAttribute("..workspace"))
     tokens_reserved = factory.LazyAttribute(lambda job: job.prompt_tokens + job.max_new_tokens)
     prompt_tokens = 4
     queue = "gen.normal"
@@ -118,7 +133,8 @@ class ApiKeyFactory(factory.django.DjangoModelFactory):
     scope = "write"
 
     @classmethod
-    def _create(cls, model_class, *, user, name, scope, **kwargs):
-        key, raw = api_key_create(user=user, name=name, scope=scope, **kwargs)
+    def _create(cls, model_class, *, user, name, scope, workspace=None, **kwargs):
+        workspace = workspace or workspace_personal(user)
+        key, raw = api_key_create(user=user, workspace=workspace, name=name, scope=scope, **kwargs)
         key.raw = raw
         return key

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import pseudonym
+from accounts.workspaces import membership_personal, workspace_personal
 from billing.models import BillingCustomer, Subscription, WebhookEvent
 from billing.services.personal_data import webhook_payloads_scrub_expired
 from core.audit import audit_record
@@ -34,7 +35,7 @@ def member(client, tiny_model_path):
     PlanFactory(slug="free", name="Free", is_default=True, price_cents=0, monthly_token_allowance=10_000)
     pro = PlanFactory(slug="pro", name="Pro", price_cents=1900, stripe_price_id="price_TestPro0001")
     user = UserFactory(email=EMAIL)
-    BillingCustomer.objects.create(user=user, stripe_customer_id="cus_TestCustomer0001")
+    BillingCustomer.objects.create(workspace=workspace_personal(user), stripe_customer_id="cus_TestCustomer0001")
     SubscriptionFactory(user=user, plan=pro, stripe_subscription_id="sub_1QfTestPro000001")
     client.force_login(user)
     return user
@@ -88,7 +89,7 @@ def test_a_stripe_failure_deletes_nothing_and_keeps_the_user_signed_in(client, m
     assert response.status_code == 502
     assert "Your account was not deleted" in response.content.decode()
     assert User.objects.filter(email=EMAIL).exists()
-    assert Subscription.objects.get(user=member).status == "active"
+    assert Subscription.objects.get(workspace__personal_of=member).status == "active"
     account = client.get("/account/")
     assert account.status_code == 200  # still signed in
     assert EMAIL in account.content.decode()
@@ -96,7 +97,7 @@ def test_a_stripe_failure_deletes_nothing_and_keeps_the_user_signed_in(client, m
 
 @pytest.mark.django_db(transaction=True)  # the streams go when the deletion commits
 def test_after_deletion_no_row_holds_the_email_and_the_streams_are_gone(client, member):
-    job = job_submit(user=member, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(member), prompt="Once upon a time", max_new_tokens=10)
     streams.publish_start(job.id, attempt=1)
     streams.publish_delta(job.id, "Some text")
     ApiKeyFactory(user=member, name="laptop")

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from accounts.apikeys import api_key_create, looks_valid
 from accounts.models import ApiKey
+from accounts.workspaces import workspace_personal
 from inference.models import GenerationJob
 from tests.factories import ApiKeyFactory, JobFactory
 
@@ -25,7 +26,7 @@ def _client(raw: str) -> APIClient:
 
 
 def test_a_key_has_a_prefix_and_a_checksum_and_only_its_hash_is_stored(owner):
-    key, raw = api_key_create(user=owner, name="laptop")
+    key, raw = api_key_create(user=owner, workspace=workspace_personal(owner), name="laptop")
 
     assert raw.startswith("ink_") and looks_valid(raw)
     assert not looks_valid(raw[:-1] + ("A" if raw[-1] != "A" else "B"))
@@ -67,7 +68,7 @@ def test_revoked_and_expired_keys_get_401(client, owner, api_key):
 
     revoked = _client(api_key).get("/api/v1/jobs")
 
-    expired_key, expired_raw = api_key_create(user=owner, name="old", expires_in_days=1)
+    expired_key, expired_raw = api_key_create(user=owner, workspace=workspace_personal(owner), name="old", expires_in_days=1)
     ApiKey.objects.filter(pk=expired_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     expired = _client(expired_raw).get("/api/v1/jobs")
 
@@ -77,7 +78,7 @@ def test_revoked_and_expired_keys_get_401(client, owner, api_key):
 
 def test_a_read_only_key_can_read_but_not_create(owner):
     job = JobFactory(user=owner)
-    _, raw = api_key_create(user=owner, name="dashboards", scope="read")
+    _, raw = api_key_create(user=owner, workspace=workspace_personal(owner), name="dashboards", scope="read")
     client = _client(raw)
 
     listing = client.get("/api/v1/jobs")

@@ -254,7 +254,7 @@ def test_a_tiny_temperature_through_the_openai_api_is_stored_as_zero(web_server,
     job = GenerationJob.objects.get(user=owner)
     assert response.status == 200
     assert job.temperature == 0.0
-    assert QuotaPeriod.objects.get(user=owner).reserved == job.tokens_reserved
+    assert QuotaPeriod.objects.get(workspace__personal_of=owner).reserved == job.tokens_reserved
 
 
 def test_stream_options_that_are_not_an_object_are_refused_before_any_job(send):

@@ -31,7 +31,7 @@ def test_a_completion_is_a_job_charged_like_any_other(client, owner):
     assert completion.usage.completion_tokens == job.completion_tokens
     assert completion.usage.total_tokens == job.tokens_charged
     assert job.source == "openai"
-    assert QuotaPeriod.objects.get(user=owner).used == job.tokens_charged
+    assert QuotaPeriod.objects.get(workspace__personal_of=owner).used == job.tokens_charged
 
 
 def test_a_chat_completion_goes_through_the_chat_template(client, owner):
@@ -73,11 +73,11 @@ def test_a_bad_key_raises_an_authentication_error(web_server):
 
 def test_quota_and_rate_limits_raise_distinct_exceptions(client, owner, api_plan):
     client.completions.create(model="inkwell-tiny", prompt="Hi", max_tokens=2)
-    QuotaPeriod.objects.filter(user=owner).update(used=100_000)
+    QuotaPeriod.objects.filter(workspace__personal_of=owner).update(used=100_000)
 
     with pytest.raises(openai.APIStatusError) as no_quota:
         client.completions.create(model="inkwell-tiny", prompt="Hi", max_tokens=2)
-    QuotaPeriod.objects.filter(user=owner).update(used=0)
+    QuotaPeriod.objects.filter(workspace__personal_of=owner).update(used=0)
     api_plan.requests_per_minute = 3
     api_plan.save()
     with pytest.raises(openai.RateLimitError) as limited:

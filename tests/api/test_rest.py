@@ -6,6 +6,7 @@ import pytest
 from django.db import close_old_connections
 from rest_framework.test import APIClient
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob
 from inference.services import job_submit
@@ -27,7 +28,7 @@ def test_create_list_retrieve_and_cancel_a_job(api, owner):
     assert api.get(f"/api/v1/jobs/{job['id']}").json()["id"] == job["id"]
     cancelled = api.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert cancelled.json()["status"] == "cancelled"
-    assert QuotaPeriod.objects.get(user=owner).reserved == 0
+    assert QuotaPeriod.objects.get(workspace__personal_of=owner).reserved == 0
 
 
 def test_every_response_carries_rate_limit_and_quota_headers(api):
@@ -77,7 +78,7 @@ def test_two_requests_with_one_idempotency_key_at_once_make_one_job(api_key, own
 
     assert sorted(statuses) == [200, 201]
     assert GenerationJob.objects.filter(user=owner).count() == 1
-    period = QuotaPeriod.objects.get(user=owner)
+    period = QuotaPeriod.objects.get(workspace__personal_of=owner)
     assert period.reserved == GenerationJob.objects.get().tokens_reserved
 
 
@@ -108,9 +109,9 @@ def test_errors_come_in_one_envelope(api, body, status, param, code):
 
 def test_no_quota_left_is_402_and_distinct_from_a_rate_limit(api, owner, api_plan):
     api.post("/api/v1/jobs", BODY, format="json")
-    QuotaPeriod.objects.filter(user=owner).update(used=100_000)
+    QuotaPeriod.objects.filter(workspace__personal_of=owner).update(used=100_000)
     no_quota = api.post("/api/v1/jobs", BODY, format="json")
-    QuotaPeriod.objects.filter(user=owner).update(used=0)
+    QuotaPeriod.objects.filter(workspace__personal_of=owner).update(used=0)
     api_plan.requests_per_minute = 2
     api_plan.save()
     api.post("/api/v1/jobs", BODY, format="json")
@@ -121,7 +122,7 @@ def test_no_quota_left_is_402_and_distinct_from_a_rate_limit(api, owner, api_pla
 
 
 def test_another_users_job_is_404_through_the_api(api, owner, other_user):
-    other = job_submit(user=other_user, prompt="Hi", max_new_tokens=5)
+    other = job_submit(member=membership_personal(other_user), prompt="Hi", max_new_tokens=5)
 
     assert api.get(f"/api/v1/jobs/{other.pk}").status_code == 404
     cancel = api.post(f"/api/v1/jobs/{other.pk}/cancel")
@@ -135,7 +136,7 @@ def test_another_users_job_is_404_through_the_api(api, owner, other_user):
     }
     other.refresh_from_db()
     assert other.status == "queued"
-    assert QuotaPeriod.objects.get(user=other_user).reserved == other.tokens_reserved > 0
+    assert QuotaPeriod.objects.get(workspace__personal_of=other_user).reserved == other.tokens_reserved > 0
 
 
 def test_usage_reports_the_period_and_days(api):

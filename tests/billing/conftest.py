@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.workspaces import workspace_personal
 from billing.models import BillingCustomer
 from tests.factories import PlanFactory, UserFactory
 
@@ -34,7 +35,7 @@ def team_plan(db):
 def customer(free_plan, pro_plan):
     """A user whose Stripe customer is cus_TestCustomer0001 (the fixtures' customer)."""
     user = UserFactory(email="pro@example.com")
-    BillingCustomer.objects.create(user=user, stripe_customer_id="cus_TestCustomer0001")
+    BillingCustomer.objects.create(workspace=workspace_personal(user), stripe_customer_id="cus_TestCustomer0001")
     return user
 
 

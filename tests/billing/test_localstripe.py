@@ -10,6 +10,7 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 
+from accounts.workspaces import workspace_personal
 from billing import stripe_client
 from billing.models import Subscription
 from billing.selectors import entitlements_for
@@ -75,7 +76,7 @@ def test_a_subscription_created_in_stripe_reaches_the_app_by_webhook_and_cancell
         timeout=30,
         what="the subscription webhook",
     )
-    assert entitlements_for(user).plan == pro
+    assert entitlements_for(workspace_personal(user)).plan == pro
 
     stripe.v1.subscriptions.cancel(remote.id)
 
@@ -84,4 +85,4 @@ def test_a_subscription_created_in_stripe_reaches_the_app_by_webhook_and_cancell
         timeout=30,
         what="the cancellation webhook",
     )
-    assert entitlements_for(user).plan.slug == "free"
+    assert entitlements_for(workspace_personal(user)).plan.slug == "free"

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.workspaces import workspace_personal
 from billing.models import QuotaPeriod
 from billing.selectors import entitlements_for, quota_snapshot
 from billing.services.ledger import quota_period_open, quota_reserve, quota_top_up
@@ -27,7 +28,7 @@ def _deliver(client, event_type: str, obj: dict, created: int) -> None:
 
 
 def _remaining(user) -> int:
-    return quota_snapshot(user, entitlements=entitlements_for(user)).remaining
+    return quota_snapshot(workspace_personal(user), entitlements=entitlements_for(workspace_personal(user))).remaining
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def paid_first_period(client, customer, periods):
     sub = fake.subscription(current_period_start=start, current_period_end=end)
     _deliver(client, "customer.subscription.created", sub, created)
     _deliver(client, "invoice.paid", fake.invoice(period_start=start, period_end=end), created + 1)
-    QuotaPeriod.objects.filter(user=customer).update(used=90_000)
+    QuotaPeriod.objects.filter(workspace__personal_of=customer).update(used=90_000)
     return customer
 
 
@@ -54,14 +55,19 @@ def test_a_renewal_not_yet_paid_keeps_the_last_paid_periods_remaining_tokens(cli
     renewed = fake.subscription(current_period_start=start, current_period_end=end)
     _deliver(client, "customer.subscription.updated", renewed, periods["now"] - 60)
 
-    assert entitlements_for(customer).plan.slug == "pro"
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "pro"
     assert _remaining(customer) == 10_000
     client.force_login(customer)
     page = client.get("/billing/").content.decode()
     assert "Your renewal is waiting for payment" in page
     assert ">100,000<" in page and ">90,000<" in page  # the last paid period's numbers
     with pytest.raises(QuotaExceeded):
-        quota_reserve(period=quota_period_open(user=customer, entitlements=entitlements_for(customer)), tokens=20_000)
+        quota_reserve(
+            period=quota_period_open(
+                workspace=workspace_personal(customer), entitlements=entitlements_for(workspace_personal(customer))
+            ),
+            tokens=20_000,
+        )
 
     # The card fails: past_due keeps the plan through the grace period, still without new tokens.
     invoice = fake.invoice(period_start=start, period_end=end, status="open", billing_reason="subscription_cycle")
@@ -69,7 +75,7 @@ def test_a_renewal_not_yet_paid_keeps_the_last_paid_periods_remaining_tokens(cli
     past_due = fake.subscription(current_period_start=start, current_period_end=end, status="past_due")
     _deliver(client, "customer.subscription.updated", past_due, periods["now"] - 40)
 
-    assert entitlements_for(customer).in_grace
+    assert entitlements_for(workspace_personal(customer)).in_grace
     assert _remaining(customer) == 10_000
 
     # Paid at last: the new period opens with its full allowance.
@@ -114,19 +120,21 @@ def test_an_upgrade_counts_only_once_its_invoice_is_paid(client, paid_pro, team_
     upgraded = fake.subscription(current_period_start=start, current_period_end=end, price="price_TestTeam001")
     _deliver(client, "customer.subscription.updated", upgraded, now - 30)
 
-    assert entitlements_for(customer).plan.slug == "pro"
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "pro"
     assert _remaining(customer) == 100_000
 
     _deliver(client, "invoice.payment_failed", _upgrade_invoice(paid=False, now=now - 25, end=end), now - 25)
 
-    assert entitlements_for(customer).plan.slug == "pro"  # a failed upgrade payment leaves the old plan
+    assert (
+        entitlements_for(workspace_personal(customer)).plan.slug == "pro"
+    )  # a failed upgrade payment leaves the old plan
     assert _remaining(customer) == 100_000
     client.force_login(customer)
     assert "Your change to Team applies once its invoice is paid" in client.get("/billing/").content.decode()
 
     _deliver(client, "invoice.paid", _upgrade_invoice(paid=True, now=now - 20, end=end), now - 20)
 
-    assert entitlements_for(customer).plan.slug == "team"
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "team"
     assert _remaining(customer) == 900_000
 
 
@@ -134,7 +142,7 @@ def test_an_upgrade_keeps_the_periods_top_ups(client, paid_pro, team_plan, perio
     customer = paid_pro
     start, end = periods["second"]
     now = periods["now"]
-    quota_top_up(user=customer, tokens=5_000, reason="support credit")
+    quota_top_up(workspace=workspace_personal(customer), tokens=5_000, reason="support credit")
     assert _remaining(customer) == 105_000
 
     upgraded = fake.subscription(current_period_start=start, current_period_end=end, price="price_TestTeam001")
@@ -147,26 +155,26 @@ def test_an_upgrade_keeps_the_periods_top_ups(client, paid_pro, team_plan, perio
 def test_a_replayed_invoice_grants_no_more_than_its_plan_and_top_ups(client, paid_pro, periods):
     customer = paid_pro
     start, end = periods["second"]
-    quota_top_up(user=customer, tokens=5_000, reason="support credit")
+    quota_top_up(workspace=workspace_personal(customer), tokens=5_000, reason="support credit")
 
     _deliver(client, "invoice.paid", fake.invoice(period_start=start, period_end=end), periods["now"])
 
-    assert QuotaPeriod.objects.get(user=customer).allowance == 105_000
+    assert QuotaPeriod.objects.get(workspace__personal_of=customer).allowance == 105_000
 
 
 def test_a_comp_grants_each_month_of_the_comp_its_allowance(customer, team_plan):
-    comp = plan_comp(user=customer, plan=team_plan, days=90)
-    first = entitlements_for(customer)
-    quota_reserve(period=quota_period_open(user=customer, entitlements=first), tokens=900_000)
+    comp = plan_comp(workspace=workspace_personal(customer), plan=team_plan, days=90)
+    first = entitlements_for(workspace_personal(customer))
+    quota_reserve(period=quota_period_open(workspace=workspace_personal(customer), entitlements=first), tokens=900_000)
     assert _remaining(customer) == 0
 
     later = comp.current_period_start + timedelta(days=40)
-    second = entitlements_for(customer, now=later)
+    second = entitlements_for(workspace_personal(customer), now=later)
 
     assert second.plan.slug == "team"
     assert second.period_start > first.period_start
-    period = quota_period_open(user=customer, entitlements=second)
+    period = quota_period_open(workspace=workspace_personal(customer), entitlements=second)
     assert (period.allowance, period.used, period.reserved) == (900_000, 0, 0)
-    last = entitlements_for(customer, now=comp.current_period_start + timedelta(days=85))
+    last = entitlements_for(workspace_personal(customer), now=comp.current_period_start + timedelta(days=85))
     assert last.period_end == comp.current_period_end
     assert timezone.now() < last.period_start

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from accounts.workspaces import workspace_personal
 from billing import sandbox
 from billing.models import QuotaPeriod, Subscription
 from billing.selectors import entitlements_for
@@ -25,13 +26,13 @@ def _apply(client, events: list[dict]) -> None:
 def subscribed(client, customer, pro_plan):
     data = {"user": customer.pk, "customer": "cus_TestCustomer0001"}
     _apply(client, sandbox.checkout_paid_events(data=data, plan=pro_plan))
-    return Subscription.objects.get(user=customer)
+    return Subscription.objects.get(workspace__personal_of=customer)
 
 
 def test_paying_in_the_sandbox_checkout_grants_the_plan_and_its_allowance(subscribed, customer):
     assert subscribed.status == "active"
-    assert entitlements_for(customer).plan.slug == "pro"
-    assert QuotaPeriod.objects.get(user=customer).allowance == 100_000
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "pro"
+    assert QuotaPeriod.objects.get(workspace__personal_of=customer).allowance == 100_000
 
 
 def test_an_upgrade_counts_once_its_invoice_is_paid_and_a_downgrade_gives_back_its_tokens(
@@ -46,19 +47,19 @@ def test_an_upgrade_counts_once_its_invoice_is_paid_and_a_downgrade_gives_back_i
     )
 
     _apply(client, [updated])
-    assert entitlements_for(customer).plan.slug == "pro"
-    assert QuotaPeriod.objects.get(user=customer).allowance == 100_000
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "pro"
+    assert QuotaPeriod.objects.get(workspace__personal_of=customer).allowance == 100_000
 
     _apply(client, [paid])
-    assert entitlements_for(customer).plan.slug == "team"
-    assert QuotaPeriod.objects.get(user=customer).allowance == 900_000
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "team"
+    assert QuotaPeriod.objects.get(workspace__personal_of=customer).allowance == 900_000
 
     subscribed.refresh_from_db()
     _apply(client, sandbox.portal_events(action="switch:pro", subscription=subscribed, plans=plans))
 
     # An immediate downgrade credits Team's unused time, so the period is back to Pro's tokens.
-    assert entitlements_for(customer).plan.slug == "pro"
-    assert QuotaPeriod.objects.get(user=customer).allowance == 100_000
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "pro"
+    assert QuotaPeriod.objects.get(workspace__personal_of=customer).allowance == 100_000
 
 
 def test_cancel_at_period_end_keeps_the_plan_until_then(client, subscribed, customer):
@@ -66,21 +67,25 @@ def test_cancel_at_period_end_keeps_the_plan_until_then(client, subscribed, cust
 
     subscribed.refresh_from_db()
     assert subscribed.cancel_at_period_end and subscribed.status == "active"
-    assert entitlements_for(customer).plan.slug == "pro"
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "pro"
 
     _apply(client, sandbox.portal_events(action="renew", subscription=subscribed, plans={}))
 
     subscribed.refresh_from_db()
     assert subscribed.status == "canceled"
-    assert entitlements_for(customer).plan.slug == "free"
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "free"
 
 
 def test_a_renewal_starts_a_new_period_with_a_fresh_allowance(client, subscribed, customer):
-    QuotaPeriod.objects.filter(user=customer).update(used=99_000)
+    QuotaPeriod.objects.filter(workspace__personal_of=customer).update(used=99_000)
 
     _apply(client, sandbox.portal_events(action="renew", subscription=subscribed, plans={}))
 
-    periods = list(QuotaPeriod.objects.filter(user=customer).order_by("period_start").values_list("used", "allowance"))
+    periods = list(
+        QuotaPeriod.objects.filter(workspace__personal_of=customer)
+        .order_by("period_start")
+        .values_list("used", "allowance")
+    )
     assert periods == [(99_000, 100_000), (0, 100_000)]
 
 
@@ -89,7 +94,7 @@ def test_a_failed_renewal_payment_puts_the_subscription_in_its_grace_period(clie
 
     subscribed.refresh_from_db()
     assert subscribed.status == "past_due" and subscribed.payment_failed_at is not None
-    assert entitlements_for(customer).in_grace
+    assert entitlements_for(workspace_personal(customer)).in_grace
 
 
 def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, pro_plan, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.workspaces import workspace_personal
 from billing.models import BillingCustomer, Plan, Subscription
 from billing.services.plans import plan_stripe_sync
 from billing.services.webhooks import subscriptions_reconcile
@@ -42,7 +43,7 @@ def test_subscribing_creates_the_customer_once_and_a_checkout_session_for_the_pl
     assert len(customers) == 1  # created once, then reused
     assert customers[0]["data"]["email"] == "pro@example.com"
     assert customers[0]["headers"]["Idempotency-Key"] == f"inkwell-customer-{customer.pk}"
-    assert BillingCustomer.objects.get(user=customer).stripe_customer_id == "cus_New000001"
+    assert BillingCustomer.objects.get(workspace__personal_of=customer).stripe_customer_id == "cus_New000001"
     session = sessions[0]
     assert session["data"]["mode"] == "subscription"
     assert session["data"]["customer"] == "cus_New000001"
@@ -126,7 +127,7 @@ def test_a_user_on_a_comped_plan_is_told_instead_of_sent_to_a_portal_they_do_not
     from tests.factories import UserFactory
 
     user = UserFactory(email="partner@example.com")
-    plan_comp(user=user, plan=pro_plan, days=30)
+    plan_comp(workspace=workspace_personal(user), plan=pro_plan, days=30)
     client.force_login(user)
 
     response = client.post("/billing/subscribe/pro/", follow=True)
@@ -134,4 +135,6 @@ def test_a_user_on_a_comped_plan_is_told_instead_of_sent_to_a_portal_they_do_not
     assert response.status_code == 200
     assert response.redirect_chain == [("/billing/", 302)]
     assert "granted by Inkwell" in response.content.decode()
-    assert list(Subscription.objects.filter(user=user).values_list("plan", "is_comp")) == [(pro_plan.pk, True)]
+    assert list(Subscription.objects.filter(workspace__personal_of=user).values_list("plan", "is_comp")) == [
+        (pro_plan.pk, True)
+    ]

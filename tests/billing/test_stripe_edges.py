@@ -10,6 +10,7 @@ import time
 import pytest
 from django.core.management import call_command
 
+from accounts.workspaces import workspace_personal
 from billing.models import Plan, Subscription, WebhookEvent
 from billing.selectors import entitlements_for
 from billing.services.plans import plan_stripe_sync
@@ -128,7 +129,7 @@ def test_a_second_subscription_arriving_by_webhook_is_cancelled_at_once_and_refu
     assert refund["data"]["payment_intent"] == "pi_Second0001"
     assert 1890 <= int(refund["data"]["amount"]) <= 1900  # created a minute ago: nearly all of it back
     assert Subscription.objects.get(stripe_subscription_id="sub_Second000001").status == "canceled"
-    assert entitlements_for(customer).subscription == kept
+    assert entitlements_for(workspace_personal(customer)).subscription == kept
     event = AuditEvent.objects.get(action=AuditAction.DUPLICATE_SUBSCRIPTION)
     assert event.detail["kept"] == "sub_First0000001"
     client.force_login(staff_user)
@@ -170,7 +171,7 @@ def test_a_stripe_error_on_checkout_or_portal_is_a_message_not_a_500(client, cus
         assert response.status_code == 200
         assert "Nothing was charged; please try again" in response.content.decode()
         assert response.redirect_chain == [("/pricing/", 302)]
-    assert not Subscription.objects.filter(user=customer).exists()
+    assert not Subscription.objects.filter(workspace__personal_of=customer).exists()
 
 
 def test_reconcile_skips_and_reports_what_it_cannot_apply_and_goes_on(customer, pro_plan, team_plan, live_stripe):

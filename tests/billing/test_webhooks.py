@@ -10,6 +10,7 @@ import pytest
 from django.db import close_old_connections
 from django.utils import timezone
 
+from accounts.workspaces import workspace_personal
 from billing.models import QuotaPeriod, Subscription, WebhookEvent
 from billing.selectors import entitlements_for
 from billing.services.webhooks import webhook_receive
@@ -23,16 +24,18 @@ def test_a_subscription_event_grants_the_plan_and_its_paid_invoice_the_allowance
     response = fake.deliver(client, fake.event("customer.subscription.created", fake.subscription()))
 
     assert response.status_code == 200
-    entitlements = entitlements_for(customer, now=datetime.fromtimestamp(fake.PERIOD_START + 60, tz=UTC))
+    entitlements = entitlements_for(
+        workspace_personal(customer), now=datetime.fromtimestamp(fake.PERIOD_START + 60, tz=UTC)
+    )
     assert entitlements.plan.slug == "pro"
     subscription = Subscription.objects.get()
     assert (subscription.status, subscription.stripe_price_id) == ("active", "price_TestPro0001")
     assert subscription.current_period_start.timestamp() == fake.PERIOD_START
-    assert not QuotaPeriod.objects.filter(user=customer).exists()  # no tokens before payment
+    assert not QuotaPeriod.objects.filter(workspace__personal_of=customer).exists()  # no tokens before payment
 
     assert fake.deliver(client, fake.event("invoice.paid", fake.invoice())).status_code == 200
 
-    period = QuotaPeriod.objects.get(user=customer)
+    period = QuotaPeriod.objects.get(workspace__personal_of=customer)
     assert (period.allowance, period.used) == (100_000, 0)
 
 
@@ -65,13 +68,13 @@ def test_a_duplicate_event_is_applied_once(client, customer):
     payload = fake.event("invoice.paid", fake.invoice())
     fake.deliver(client, fake.event("customer.subscription.created", fake.subscription()))
     first = fake.deliver(client, payload)
-    QuotaPeriod.objects.filter(user=customer).update(used=500)
+    QuotaPeriod.objects.filter(workspace__personal_of=customer).update(used=500)
 
     second = fake.deliver(client, payload)
 
     assert first.status_code == second.status_code == 200
     assert WebhookEvent.objects.filter(type="invoice.paid").count() == 1
-    assert QuotaPeriod.objects.get(user=customer).used == 500
+    assert QuotaPeriod.objects.get(workspace__personal_of=customer).used == 500
 
 
 @pytest.mark.django_db(transaction=True)
@@ -104,7 +107,7 @@ def test_two_copies_of_one_event_arriving_at_once_are_applied_once(customer):
     assert errors == []
     assert WebhookEvent.objects.count() == 2
     assert Subscription.objects.count() == 1
-    assert [p.allowance for p in QuotaPeriod.objects.filter(user=customer)] == [100_000]
+    assert [p.allowance for p in QuotaPeriod.objects.filter(workspace__personal_of=customer)] == [100_000]
 
 
 def test_a_deleted_event_that_arrives_before_an_older_update_wins(client, customer):
@@ -117,7 +120,7 @@ def test_a_deleted_event_that_arrives_before_an_older_update_wins(client, custom
 
     subscription = Subscription.objects.get()
     assert subscription.status == "canceled"
-    assert entitlements_for(customer).plan.slug == "free"
+    assert entitlements_for(workspace_personal(customer)).plan.slug == "free"
 
 
 def test_an_update_as_new_as_the_stored_state_still_cannot_revive_a_canceled_subscription(client, customer):
@@ -156,21 +159,23 @@ def test_an_invoice_before_its_subscription_asks_stripe_to_retry(client, custome
 
     assert response.status_code == 503
     assert WebhookEvent.objects.get().status == "failed"
-    assert not QuotaPeriod.objects.filter(user=customer).exists()  # no tokens until it is applied
+    assert not QuotaPeriod.objects.filter(workspace__personal_of=customer).exists()  # no tokens until it is applied
 
 
 def test_invoice_paid_twice_for_a_new_period_resets_the_allowance_once(client, customer):
     fake.deliver(client, fake.event("customer.subscription.created", fake.subscription()))
     fake.deliver(client, fake.event("invoice.paid", fake.invoice()))
-    QuotaPeriod.objects.filter(user=customer).update(used=90_000)
+    QuotaPeriod.objects.filter(workspace__personal_of=customer).update(used=90_000)
     next_start, next_end = fake.PERIOD_END, fake.PERIOD_END + 30 * 86400
     renewal = fake.invoice(period_start=next_start, period_end=next_end)
 
     fake.deliver(client, fake.event("invoice.paid", renewal))
-    QuotaPeriod.objects.filter(user=customer, period_start=datetime.fromtimestamp(next_start, tz=UTC)).update(used=10)
+    QuotaPeriod.objects.filter(
+        workspace__personal_of=customer, period_start=datetime.fromtimestamp(next_start, tz=UTC)
+    ).update(used=10)
     fake.deliver(client, fake.event("invoice.paid", renewal))  # a second event for the same invoice
 
-    periods = QuotaPeriod.objects.filter(user=customer).order_by("period_start")
+    periods = QuotaPeriod.objects.filter(workspace__personal_of=customer).order_by("period_start")
     assert [(p.allowance, p.used) for p in periods] == [(100_000, 90_000), (100_000, 10)]
 
 
@@ -190,11 +195,11 @@ def test_a_failed_payment_keeps_the_plan_through_the_grace_period_then_falls_bac
 
     subscription = Subscription.objects.get()
     assert subscription.status == "past_due" and subscription.payment_failed_at is not None
-    during = entitlements_for(customer)
+    during = entitlements_for(workspace_personal(customer))
     assert during.plan.slug == "pro" and during.in_grace
     client.force_login(customer)
     assert "The last payment failed" in client.get("/billing/").content.decode()
-    after_grace = entitlements_for(customer, now=now + timedelta(days=4))
+    after_grace = entitlements_for(workspace_personal(customer), now=now + timedelta(days=4))
     assert after_grace.plan.slug == "free"
 
 
@@ -213,7 +218,7 @@ def test_a_subscriber_on_an_archived_price_is_found_through_the_plans_product(cl
     response = fake.deliver(client, fake.event("customer.subscription.updated", fake.subscription()))
 
     assert response.status_code == 200
-    assert Subscription.objects.get(user=customer).plan == pro_plan
+    assert Subscription.objects.get(workspace__personal_of=customer).plan == pro_plan
 
 
 def test_of_two_events_in_one_second_incomplete_never_undoes_active(client, customer, pro_plan):
@@ -224,7 +229,7 @@ def test_of_two_events_in_one_second_incomplete_never_undoes_active(client, cust
         client, fake.event("customer.subscription.created", fake.subscription(status="incomplete"), created=now)
     )
 
-    assert Subscription.objects.get(user=customer).status == "active"
+    assert Subscription.objects.get(workspace__personal_of=customer).status == "active"
 
 
 def test_events_about_a_deleted_account_are_acknowledged_and_ignored(client, free_plan, pro_plan):

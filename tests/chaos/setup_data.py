@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
+from accounts.workspaces import workspace_personal
+
 PLANS = (
     # slug, queue: one plan per priority, so gen.high, gen.normal and gen.low all carry jobs.
     ("chaos-high", "gen.high"),
@@ -56,7 +58,7 @@ def main(users_per_plan: int) -> None:
             user = User.objects.filter(email=email).first()
             if user is None:
                 user = User.objects.create_user(email=email, password=None)
-                plan_comp(user=user, plan=plan, days=30)
+                plan_comp(workspace=workspace_personal(user), plan=plan, days=30)
             _, raw = api_key_create(user=user, name="chaos")
             accounts.append({"email": email, "plan": slug, "queue": queue, "user_id": user.pk, "key": raw})
     print(json.dumps(accounts))

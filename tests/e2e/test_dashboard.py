@@ -97,7 +97,7 @@ def test_stopping_a_generation_keeps_the_text_and_charges_only_what_was_generate
     assert 0 < job.completion_tokens < 1000
     expect(page.get_by_test_id("output-text")).to_have_text(job.output_text)
     expect(page.get_by_test_id("quota-meter")).to_contain_text(f"{job.tokens_charged:,} / 50,000")
-    period = QuotaPeriod.objects.get(user=user)
+    period = QuotaPeriod.objects.get(workspace__personal_of=user)
     assert (period.used, period.reserved) == (job.prompt_tokens + job.completion_tokens, 0)
 
 

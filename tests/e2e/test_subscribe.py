@@ -40,7 +40,7 @@ def test_a_new_user_subscribes_to_pro_and_sees_its_allowance(page, web_server, c
     expect(page.get_by_test_id("quota-meter")).to_contain_text("Pro")
     expect(page.get_by_test_id("quota-meter")).to_contain_text("0 / 2,000,000")
     page.screenshot(path=str(artifacts_dir / "billing-pro.png"), full_page=True)
-    assert Subscription.objects.get(user=user).status == "active"
+    assert Subscription.objects.get(workspace__personal_of=user).status == "active"
 
 
 def test_a_declined_payment_leaves_the_user_on_free_with_a_clear_message(page, web_server, celery_worker, plans):
@@ -55,7 +55,7 @@ def test_a_declined_payment_leaves_the_user_on_free_with_a_clear_message(page, w
     expect(page.get_by_role("alert")).to_contain_text("still on your current plan")
     page.goto(web_server.url + "/billing/")
     expect(page.get_by_test_id("current-plan")).to_contain_text("Your plan: Free")
-    assert not Subscription.objects.filter(user=user).exists()
+    assert not Subscription.objects.filter(workspace__personal_of=user).exists()
 
 
 def test_the_success_page_alone_grants_nothing(client, plans):

@@ -9,6 +9,8 @@ import json
 import sys
 import threading
 
+from accounts.workspaces import membership_personal
+
 
 def main(user_id: int, count: int) -> None:
     import django
@@ -27,7 +29,7 @@ def main(user_id: int, count: int) -> None:
     def submit() -> None:
         start.wait()
         try:
-            job_submit(user=user, prompt="The lighthouse keeper", max_new_tokens=20)
+            job_submit(member=membership_personal(user), prompt="The lighthouse keeper", max_new_tokens=20)
             outcomes.append("accepted")
         except ApplicationError as error:
             outcomes.append(error.code)

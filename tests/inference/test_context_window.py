@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.workspaces import membership_personal
 from core.errors import ApplicationError
 from inference import catalog
 from inference.engine import (
@@ -42,7 +43,9 @@ def multimodal(tmp_path, tiny_model_path, settings, pro_plan):
 
 def web_admits(user, max_new_tokens: int) -> bool:
     try:
-        job_submit(user=user, model=MODEL, prompt=PROMPT, max_new_tokens=max_new_tokens, temperature=0)
+        job_submit(
+            member=membership_personal(user), model=MODEL, prompt=PROMPT, max_new_tokens=max_new_tokens, temperature=0
+        )
     except ApplicationError as error:
         assert f"context of {MODEL!r}" in error.message
         return False

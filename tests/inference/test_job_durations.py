@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.workspaces import membership_personal
 from inference.models import GenerationJob, JobStatus
 from inference.services import job_submit
 from tests.factories import UserFactory
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _job_page(client, owner, *, status, waited=None, ran=None) -> str:
-    job = job_submit(user=owner, prompt="The lighthouse keeper", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="The lighthouse keeper", max_new_tokens=10)
     created = timezone.now() - timedelta(hours=3)
     started = created + waited if waited is not None else None
     finished = started + ran if ran is not None else None
@@ -70,7 +71,7 @@ def test_the_staff_dashboard_shows_the_wait_p95_by_the_same_rule(client, owner):
     staff = UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)
     client.force_login(staff)
     before = client.get("/staff/business/").content.decode()
-    job = job_submit(user=owner, prompt="The lighthouse keeper", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="The lighthouse keeper", max_new_tokens=10)
     created = timezone.now() - timedelta(minutes=5)
     GenerationJob.objects.filter(pk=job.pk).update(
         status=JobStatus.RUNNING, created_at=created, started_at=created + timedelta(seconds=185)

@@ -11,6 +11,7 @@ import redis
 from django.test import Client
 
 from accounts.models import User
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod, UsageRecord
 from inference import streams
 from inference.models import GenerationJob, JobStatus
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _finished(user, prompt="The lighthouse keeper", text="wrote a letter", model="inkwell-tiny"):
-    job = job_submit(user=user, prompt=prompt, max_new_tokens=10)
+    job = job_submit(member=membership_personal(user), prompt=prompt, max_new_tokens=10)
     claimed = job_claim(job_id=job.pk, worker="test")
     job_finish(job=claimed, outcome=JobOutcome(text=text, completion_tokens=4, finish_reason="length"))
     return GenerationJob.objects.get(pk=job.pk)
@@ -110,7 +111,7 @@ def test_deleting_a_job_removes_its_texts_and_keeps_its_usage(signed_in, owner):
     job.refresh_from_db()
     assert (job.prompt, job.output_text, job.deleted_at is not None) == ("", "", True)
     assert UsageRecord.objects.get(job=job).tokens_charged == job.tokens_charged > 0
-    assert QuotaPeriod.objects.get(user=owner).used == job.tokens_charged
+    assert QuotaPeriod.objects.get(workspace__personal_of=owner).used == job.tokens_charged
     assert signed_in.get(f"/jobs/{job.pk}/").status_code == 404
 
 
@@ -144,8 +145,8 @@ def test_another_users_job_is_a_404_and_nothing_changes(client, owner, method, p
     job = _finished(owner)
     charged = job.tokens_charged
     # A job still in the queue as well: one that a cancel would stop, had it been allowed.
-    waiting = job_submit(user=owner, prompt="Still waiting", max_new_tokens=10)
-    ledger = QuotaPeriod.objects.filter(user=owner).values("used", "reserved").get()
+    waiting = job_submit(member=membership_personal(owner), prompt="Still waiting", max_new_tokens=10)
+    ledger = QuotaPeriod.objects.filter(workspace__personal_of=owner).values("used", "reserved").get()
     client.force_login(other_user)
 
     response = getattr(client, method)(path.format(id=job.pk))
@@ -160,7 +161,7 @@ def test_another_users_job_is_a_404_and_nothing_changes(client, owner, method, p
     assert (job.status, job.prompt, job.tokens_charged) == (JobStatus.SUCCEEDED, "The lighthouse keeper", charged)
     waiting.refresh_from_db()
     assert (waiting.status, waiting.prompt, waiting.deleted_at) == (JobStatus.QUEUED, "Still waiting", None)
-    assert QuotaPeriod.objects.filter(user=owner).values("used", "reserved").get() == ledger
+    assert QuotaPeriod.objects.filter(workspace__personal_of=owner).values("used", "reserved").get() == ledger
 
 
 def test_the_usage_page_and_csv_show_the_users_tokens(signed_in, owner):
@@ -175,7 +176,7 @@ def test_the_usage_page_and_csv_show_the_users_tokens(signed_in, owner):
 
 
 def test_deleting_the_account_removes_the_user_and_their_data(signed_in, owner):
-    queued = job_submit(user=owner, prompt="Hello", max_new_tokens=5)
+    queued = job_submit(member=membership_personal(owner), prompt="Hello", max_new_tokens=5)
     _finished(owner)
 
     wrong = signed_in.post("/account/delete/", {"confirm_email": "nope@example.com"})
@@ -189,15 +190,19 @@ def test_deleting_the_account_removes_the_user_and_their_data(signed_in, owner):
 
 def test_the_quota_banner_appears_at_eighty_percent(signed_in, owner):
     _finished(owner)
-    QuotaPeriod.objects.filter(user=owner).update(used=4_100)
+    QuotaPeriod.objects.filter(workspace__personal_of=owner).update(used=4_100)
 
     assert "You have used 82%" in signed_in.get("/generate/").content.decode()
-    QuotaPeriod.objects.filter(user=owner).update(used=5_000)
+    QuotaPeriod.objects.filter(workspace__personal_of=owner).update(used=5_000)
     assert "You have used your 5,000 tokens" in signed_in.get("/generate/").content.decode()
 
 
 def test_replying_to_a_chat_carries_the_conversation_into_the_form(signed_in, owner):
-    job = job_submit(user=owner, messages=[{"role": "user", "content": "Tell me about rivers"}], max_new_tokens=5)
+    job = job_submit(
+        member=membership_personal(owner),
+        messages=[{"role": "user", "content": "Tell me about rivers"}],
+        max_new_tokens=5,
+    )
     claimed = job_claim(job_id=job.pk, worker="test")
     job_finish(
         job=claimed, outcome=JobOutcome(text="They run to the sea.", completion_tokens=5, finish_reason="length")

@@ -44,7 +44,7 @@ def test_fifty_concurrent_submits_from_five_processes_with_room_for_ten_accept_e
 
     assert outcomes == {"accepted": 10, "insufficient_quota": 40}
     assert GenerationJob.objects.filter(user=subscriber).count() == 10
-    period = QuotaPeriod.objects.get(user=subscriber)
+    period = QuotaPeriod.objects.get(workspace__personal_of=subscriber)
     assert period.reserved == per_job * 10 == period.allowance
     assert period.used == 0
 

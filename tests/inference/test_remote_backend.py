@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod, UsageRecord
 from inference.models import JobStatus
 from inference.services import job_cancel, job_submit
@@ -95,7 +96,7 @@ def server(inference_server):
 
 
 def assert_settled_once(job, user) -> None:
-    period = QuotaPeriod.objects.get(user=user)
+    period = QuotaPeriod.objects.get(workspace__personal_of=user)
     assert (period.reserved, period.used) == (0, job.tokens_charged)
     usage = UsageRecord.objects.filter(job=job)
     if job.tokens_charged:
@@ -105,7 +106,7 @@ def assert_settled_once(job, user) -> None:
 
 
 def test_a_job_streams_from_the_server_and_is_charged_the_servers_usage_once(remote_worker, server, subscriber):
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=LONG, temperature=0)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=LONG, temperature=0)
 
     wait_until_streaming(job)
     running = wait_for_status(job, (JobStatus.RUNNING, JobStatus.SUCCEEDED))
@@ -125,7 +126,10 @@ def test_a_job_streams_from_the_server_and_is_charged_the_servers_usage_once(rem
 
 
 def test_jobs_run_side_by_side_on_one_worker_process(remote_worker, server, subscriber):
-    jobs = [job_submit(user=subscriber, prompt=f"{PROMPT} {n}", max_new_tokens=30, temperature=0) for n in range(3)]
+    jobs = [
+        job_submit(member=membership_personal(subscriber), prompt=f"{PROMPT} {n}", max_new_tokens=30, temperature=0)
+        for n in range(3)
+    ]
 
     jobs = [wait_until_final(job) for job in jobs]
 
@@ -135,7 +139,7 @@ def test_jobs_run_side_by_side_on_one_worker_process(remote_worker, server, subs
 
 
 def test_cancelling_a_running_job_closes_the_stream_and_charges_the_text_delivered(remote_worker, server, subscriber):
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=LONG, temperature=0)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=LONG, temperature=0)
     wait_until_streaming(job)
 
     job_cancel(job=job)
@@ -149,7 +153,7 @@ def test_cancelling_a_running_job_closes_the_stream_and_charges_the_text_deliver
 
 
 def test_a_server_killed_mid_job_fails_it_clearly_charging_what_was_delivered(remote_worker, server, subscriber):
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=LONG, temperature=0)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=LONG, temperature=0)
     wait_until_streaming(job)
 
     server.kill()
@@ -162,7 +166,9 @@ def test_a_server_killed_mid_job_fails_it_clearly_charging_what_was_delivered(re
     assert_settled_once(job, subscriber)
 
     server.start()
-    after = wait_until_final(job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=20, temperature=0))
+    after = wait_until_final(
+        job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=20, temperature=0)
+    )
 
     assert after.status == JobStatus.SUCCEEDED, after.error_message
     assert after.worker == job.worker  # the same worker: a server restart needs no worker restart
@@ -171,7 +177,9 @@ def test_a_server_killed_mid_job_fails_it_clearly_charging_what_was_delivered(re
 def test_a_server_that_cannot_be_reached_fails_the_job_and_charges_nothing(remote_worker, server, subscriber):
     server.kill()
 
-    job = wait_until_final(job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=20), timeout=30)
+    job = wait_until_final(
+        job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=20), timeout=30
+    )
 
     assert job.status == JobStatus.FAILED
     assert "could not be reached" in job.error_message and "not charged" in job.error_message
@@ -181,7 +189,7 @@ def test_a_server_that_cannot_be_reached_fails_the_job_and_charges_nothing(remot
 
 def test_a_request_the_server_refuses_fails_with_its_answer_and_charges_nothing(remote_worker, server, subscriber):
     # transformers serve knows no top_k in its completions API and answers 422.
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=20, temperature=0.8, top_k=5)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=20, temperature=0.8, top_k=5)
 
     job = wait_until_final(job, timeout=30)
 

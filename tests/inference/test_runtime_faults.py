@@ -13,6 +13,7 @@ import redis
 from django.conf import settings as django_settings
 from django.utils import timezone
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod, UsageRecord
 from inference import broker, executor, streams, worker
 from inference.engine import FinishReason, GenerationResult
@@ -84,7 +85,7 @@ def run_in_thread(job_id, timeout: float) -> bool:
 
 
 def ledger(user) -> tuple[int, int]:
-    period = QuotaPeriod.objects.get(user=user)
+    period = QuotaPeriod.objects.get(workspace__personal_of=user)
     return period.reserved, period.used
 
 
@@ -92,7 +93,9 @@ def test_a_job_whose_engine_never_answers_ends_at_the_hard_time_limit(subscriber
     settings.JOB_SOFT_TIME_LIMIT = 1
     settings.JOB_HARD_TIME_LIMIT = 2
     engine = engine_slot(ScriptedEngine(["Hello", " world"], hang=True))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
 
     started = time.monotonic()
     assert run_in_thread(job.id, timeout=15), "the task thread was never freed"
@@ -110,7 +113,9 @@ def test_a_job_whose_engine_never_answers_ends_at_the_hard_time_limit(subscriber
 
 def test_text_streamed_before_a_failure_is_charged(subscriber, engine_slot):
     engine_slot(ScriptedEngine(["It was", " a dark"], reason=FinishReason.ERROR, tokens=3, error="invalid numbers"))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
 
     assert run_in_thread(job.id, timeout=30)
 
@@ -125,7 +130,9 @@ def test_text_streamed_before_a_failure_is_charged(subscriber, engine_slot):
 
 def test_a_failure_before_any_text_costs_nothing(subscriber, engine_slot):
     engine_slot(ScriptedEngine([], reason=FinishReason.ERROR, tokens=0, error="out of memory"))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
 
     assert run_in_thread(job.id, timeout=30)
 
@@ -137,7 +144,9 @@ def test_a_failure_before_any_text_costs_nothing(subscriber, engine_slot):
 
 def test_a_timeout_after_text_charges_the_text(subscriber, engine_slot):
     engine_slot(ScriptedEngine(["Long", " story"], reason=FinishReason.TIMEOUT, tokens=2))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
 
     assert run_in_thread(job.id, timeout=30)
 
@@ -148,7 +157,9 @@ def test_a_timeout_after_text_charges_the_text(subscriber, engine_slot):
 
 def test_nul_in_model_output_is_stored_and_streamed_as_a_replacement_character(subscriber, engine_slot):
     engine_slot(ScriptedEngine(["a\x00", "b"]))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
 
     assert run_in_thread(job.id, timeout=60)
 
@@ -161,7 +172,9 @@ def test_nul_in_model_output_is_stored_and_streamed_as_a_replacement_character(s
 
 def test_a_job_runs_and_finishes_with_redis_down(subscriber, engine_slot, monkeypatch):
     engine_slot(ScriptedEngine(["Fine", " anyway"]))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     monkeypatch.setattr(streams, "client", lambda: dead)
 
@@ -174,12 +187,16 @@ def test_a_job_runs_and_finishes_with_redis_down(subscriber, engine_slot, monkey
 
 def test_the_sweeper_survives_the_broker_being_down(subscriber, monkeypatch, settings):
     settings.WORKER_STALE_SECONDS = 1
-    orphan = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=20, temperature=0)
+    orphan = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=20, temperature=0
+    )
     long_ago = timezone.now() - timedelta(minutes=5)
     GenerationJob.objects.filter(pk=orphan.pk).update(
         status=JobStatus.RUNNING, worker="gone@host/1", attempts=1, started_at=long_ago
     )
-    unsent = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=20, temperature=0)
+    unsent = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=20, temperature=0
+    )
     GenerationJob.objects.filter(pk=unsent.pk).update(enqueued_at=None, created_at=long_ago)
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     monkeypatch.setattr(broker, "_client", lambda: dead)
@@ -202,7 +219,9 @@ def test_the_sweeper_survives_the_broker_being_down(subscriber, monkeypatch, set
 
 
 def test_queued_jobs_are_resent_after_the_broker_restarts_empty(subscriber):
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=20, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=20, temperature=0
+    )
     client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
     jobs_sweep()  # the first look at this broker marks it
     assert jobs_sweep().resent == []  # a broker that kept its messages: nothing to resend
@@ -233,7 +252,9 @@ def test_a_worker_whose_engine_died_stops_reporting_healthy_and_shuts_down(engin
 
 def test_a_job_on_a_dead_engine_ends_at_once_with_what_it_delivered(subscriber, engine_slot):
     engine_slot(ScriptedEngine(["Half"], hang=True, alive=False))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
 
     assert run_in_thread(job.id, timeout=10)
 
@@ -244,7 +265,9 @@ def test_a_job_on_a_dead_engine_ends_at_once_with_what_it_delivered(subscriber, 
 
 def test_queued_jobs_whose_messages_a_dead_worker_took_are_sent_again_at_once(subscriber, settings):
     settings.WORKER_STALE_SECONDS = 1
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=20, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=20, temperature=0
+    )
     client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
     jobs_sweep()  # the first look at this broker marks it
     assert jobs_sweep().resent == []
@@ -268,7 +291,9 @@ def test_a_claim_waits_out_a_database_that_blinks(subscriber, engine_slot, monke
     from inference import services, tasks
 
     engine_slot(ScriptedEngine(["Still", " here"]))
-    job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=50, temperature=0)
+    job = job_submit(
+        member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=50, temperature=0
+    )
     real_claim = services.job_claim
     failures = iter([OperationalError("the database is restarting")] * 2)
 

@@ -14,6 +14,7 @@ import redis
 from django.conf import settings
 from django.test import Client
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob
 from inference.outcome import JobOutcome
@@ -155,7 +156,7 @@ def _finish(job, text: str) -> None:
 
 
 def test_a_user_past_the_stream_cap_gets_429_in_the_envelope_and_nothing_leaks(capped_server, api_key, owner):
-    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
     path = f"/api/v1/jobs/{job.pk}/stream"
     open_streams = [_get(capped_server, path, _bearer(api_key)) for _ in range(STREAM_CAP)]
 
@@ -172,11 +173,11 @@ def test_a_user_past_the_stream_cap_gets_429_in_the_envelope_and_nothing_leaks(c
     assert chat.status == 429 and json.loads(chat.read())["error"]["code"] == "too_many_streams"
     # The refused /v1 stream queued nothing and reserved nothing.
     assert GenerationJob.objects.filter(user=owner).count() == 1
-    assert QuotaPeriod.objects.get(user=owner).reserved == job.tokens_reserved
+    assert QuotaPeriod.objects.get(workspace__personal_of=owner).reserved == job.tokens_reserved
 
 
 def test_closing_a_stream_frees_its_slot_for_the_next(capped_server, api_key, owner):
-    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
     path = f"/api/v1/jobs/{job.pk}/stream"
     first, second = _get(capped_server, path, _bearer(api_key)), _get(capped_server, path, _bearer(api_key))
     refused = _get(capped_server, path, _bearer(api_key))
@@ -201,7 +202,10 @@ def test_closing_a_stream_frees_its_slot_for_the_next(capped_server, api_key, ow
 
 
 def test_a_stream_that_ends_with_its_job_frees_its_slot(capped_server, api_key, owner):
-    jobs = [job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10) for _ in range(STREAM_CAP)]
+    jobs = [
+        job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
+        for _ in range(STREAM_CAP)
+    ]
     streams = [_get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key)) for job in jobs]
 
     for job, stream in zip(jobs, streams, strict=True):
@@ -216,7 +220,7 @@ def test_a_stream_that_ends_with_its_job_frees_its_slot(capped_server, api_key, 
 
 
 def test_the_page_stream_counts_against_the_same_cap_and_is_429_past_it(capped_server, api_key, owner):
-    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
     cookie = _session_cookie(owner)
     page_stream = _get(capped_server, f"/jobs/{job.pk}/stream", cookie)
     api_stream = _get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
@@ -229,7 +233,7 @@ def test_the_page_stream_counts_against_the_same_cap_and_is_429_past_it(capped_s
 
 
 def test_an_idle_stream_waits_on_one_redis_connection_instead_of_reconnecting(capped_server, api_key, owner):
-    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
     assert _get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key)).status == 200
     observer = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
     database = str(observer.connection_pool.connection_kwargs.get("db", 0))
@@ -245,21 +249,21 @@ def test_an_idle_stream_waits_on_one_redis_connection_instead_of_reconnecting(ca
 
 
 def test_another_users_stream_is_404_and_takes_no_slot(capped_server, api_key, owner, other_user):
-    other = job_submit(user=other_user, prompt="Hi", max_new_tokens=5)
+    other = job_submit(member=membership_personal(other_user), prompt="Hi", max_new_tokens=5)
 
     for _ in range(STREAM_CAP + 1):
         response = _get(capped_server, f"/api/v1/jobs/{other.pk}/stream", _bearer(api_key))
         assert response.status == 404
         assert json.loads(response.read())["error"]["code"] == "not_found"
         _close(response)
-    mine = job_submit(user=owner, prompt="Hi", max_new_tokens=5)
+    mine = job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=5)
     response = _get(capped_server, f"/api/v1/jobs/{mine.pk}/stream", _bearer(api_key))
     assert response.status == 200
     assert _events(response, until="status")[0] == [("status", {"status": "queued"})]
 
 
 def test_without_redis_the_rest_stream_reads_the_database_and_ends(redisless_server, api_key, owner):
-    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
     stream = _get(redisless_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
     # Redis is down, so there is no slot to count: a second stream past the cap of 1 is allowed.
     second = _get(redisless_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
@@ -277,7 +281,7 @@ def test_without_redis_the_rest_stream_reads_the_database_and_ends(redisless_ser
 
 
 def test_a_stream_whose_redis_never_answers_still_ends_from_the_database(silent_redis_server, api_key, owner):
-    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
     stream = _get(silent_redis_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key))
     assert stream.status == 200
     _events(stream, until="status")
@@ -290,7 +294,7 @@ def test_a_stream_whose_redis_never_answers_still_ends_from_the_database(silent_
 
 
 def test_without_redis_the_page_stream_reads_the_database_and_ends(redisless_server, owner):
-    job = job_submit(user=owner, prompt="Once upon a time", max_new_tokens=10)
+    job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
     stream = _get(redisless_server, f"/jobs/{job.pk}/stream", _session_cookie(owner))
     assert stream.status == 200
     _events(stream, until="status")

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod
 from core.errors import ApplicationError, QuotaExceeded, RateLimited
 from inference.models import GenerationJob, JobStatus
@@ -16,24 +17,26 @@ pytestmark = pytest.mark.django_db
 
 def _nothing_spent(user) -> bool:
     no_jobs = not GenerationJob.objects.filter(user=user).exists()
-    periods = QuotaPeriod.objects.filter(user=user)
+    periods = QuotaPeriod.objects.filter(workspace__personal_of=user)
     return no_jobs and all(p.reserved == 0 and p.used == 0 for p in periods)
 
 
 def test_a_valid_prompt_is_queued_with_its_tokens_reserved(owner):
-    job = job_submit(user=owner, prompt="The lighthouse keeper", max_new_tokens=50)
+    job = job_submit(member=membership_personal(owner), prompt="The lighthouse keeper", max_new_tokens=50)
 
     assert job.status == JobStatus.QUEUED
     assert job.model == "inkwell-tiny"
     assert job.queue == "gen.low"
     assert job.prompt_tokens > 0
     assert job.tokens_reserved == job.prompt_tokens + 50
-    period = QuotaPeriod.objects.get(user=owner)
+    period = QuotaPeriod.objects.get(workspace__personal_of=owner)
     assert (period.allowance, period.reserved, period.used) == (5_000, job.tokens_reserved, 0)
 
 
 def test_chat_messages_are_counted_through_the_chat_template(owner):
-    job = job_submit(user=owner, messages=[{"role": "user", "content": "Hello there"}], max_new_tokens=10)
+    job = job_submit(
+        member=membership_personal(owner), messages=[{"role": "user", "content": "Hello there"}], max_new_tokens=10
+    )
 
     # "### user\nHello there\n\n### assistant\n" is longer than the message alone.
     assert job.prompt_tokens > 3
@@ -79,7 +82,7 @@ def test_chat_messages_are_counted_through_the_chat_template(owner):
 )  # fmt: skip
 def test_bad_input_is_refused_with_a_clear_error_and_spends_nothing(owner, fields, param, message):
     with pytest.raises(ApplicationError) as error:
-        job_submit(user=owner, **fields)
+        job_submit(member=membership_personal(owner), **fields)
 
     assert error.value.param == param
     assert message in error.value.message
@@ -88,14 +91,14 @@ def test_bad_input_is_refused_with_a_clear_error_and_spends_nothing(owner, field
 
 @pytest.mark.parametrize("temperature", [1e-45, 5e-324, 0.0099, -0.0, 0])
 def test_a_temperature_below_a_hundredth_means_greedy_and_is_stored_as_zero(owner, temperature):
-    job = job_submit(user=owner, prompt="Hi", max_new_tokens=5, temperature=temperature)
+    job = job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=5, temperature=temperature)
 
     job.refresh_from_db()
     assert job.temperature == 0.0 and math.copysign(1, job.temperature) == 1.0
 
 
 def test_a_temperature_of_a_hundredth_is_kept(owner):
-    job = job_submit(user=owner, prompt="Hi", max_new_tokens=5, temperature=0.01)
+    job = job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=5, temperature=0.01)
 
     job.refresh_from_db()
     assert job.temperature == 0.01
@@ -105,7 +108,7 @@ def test_a_model_outside_the_plan_is_refused(owner, free_plan, settings):
     settings.INFERENCE_MODELS = {**settings.INFERENCE_MODELS, "big": settings.INFERENCE_MODELS["inkwell-tiny"]}
 
     with pytest.raises(ApplicationError) as error:
-        job_submit(user=owner, prompt="Hi", model="big")
+        job_submit(member=membership_personal(owner), prompt="Hi", model="big")
 
     assert error.value.code == "model_not_allowed"
     assert "Your plan (Free) does not include the model 'big'" in error.value.message
@@ -117,7 +120,7 @@ def test_prompt_plus_max_new_tokens_over_the_model_context_is_refused(subscriber
     pro_plan.save()
 
     with pytest.raises(ApplicationError) as error:
-        job_submit(user=subscriber, prompt="word " * 400, max_new_tokens=1000)
+        job_submit(member=membership_personal(subscriber), prompt="word " * 400, max_new_tokens=1000)
 
     assert error.value.param == "max_new_tokens"
     assert "1,024-token context" in error.value.message
@@ -125,25 +128,25 @@ def test_prompt_plus_max_new_tokens_over_the_model_context_is_refused(subscriber
 
 
 def test_no_quota_left_says_how_much_remains_and_when_it_resets(owner):
-    first = job_submit(user=owner, prompt="Hi", max_new_tokens=200)
-    QuotaPeriod.objects.filter(user=owner).update(used=5_000 - first.tokens_reserved - 50)
+    first = job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=200)
+    QuotaPeriod.objects.filter(workspace__personal_of=owner).update(used=5_000 - first.tokens_reserved - 50)
 
     with pytest.raises(QuotaExceeded) as error:
-        job_submit(user=owner, prompt="Hi", max_new_tokens=200)
+        job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=200)
 
     assert error.value.status_code == 402
     assert error.value.code == "insufficient_quota"
     assert "50 remain until the reset on" in error.value.message
     assert GenerationJob.objects.filter(user=owner).count() == 1
-    assert QuotaPeriod.objects.get(user=owner).reserved == first.tokens_reserved
+    assert QuotaPeriod.objects.get(workspace__personal_of=owner).reserved == first.tokens_reserved
 
 
 def test_over_the_concurrency_limit_is_refused(owner):
-    job_submit(user=owner, prompt="one", max_new_tokens=10)
-    job_submit(user=owner, prompt="two", max_new_tokens=10)
+    job_submit(member=membership_personal(owner), prompt="one", max_new_tokens=10)
+    job_submit(member=membership_personal(owner), prompt="two", max_new_tokens=10)
 
     with pytest.raises(RateLimited) as error:
-        job_submit(user=owner, prompt="three", max_new_tokens=10)
+        job_submit(member=membership_personal(owner), prompt="three", max_new_tokens=10)
 
     assert error.value.code == "concurrency_limit_exceeded"
     assert "allows 2 at once" in error.value.message
@@ -155,10 +158,10 @@ def test_over_the_requests_per_minute_is_refused(owner, free_plan):
     free_plan.requests_per_minute = 3
     free_plan.save()
     for _ in range(3):
-        job_submit(user=owner, prompt="Hi", max_new_tokens=5)
+        job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=5)
 
     with pytest.raises(RateLimited) as error:
-        job_submit(user=owner, prompt="Hi", max_new_tokens=5)
+        job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=5)
 
     assert error.value.status_code == 429
     assert error.value.code == "rate_limit_exceeded"
@@ -166,13 +169,13 @@ def test_over_the_requests_per_minute_is_refused(owner, free_plan):
 
 
 def test_cancelling_a_queued_job_releases_its_reservation_at_once(owner):
-    job = job_submit(user=owner, prompt="Hi", max_new_tokens=100)
+    job = job_submit(member=membership_personal(owner), prompt="Hi", max_new_tokens=100)
 
     job = job_cancel(job=job)
     again = job_cancel(job=job)
 
     assert job.status == again.status == JobStatus.CANCELLED
     assert job.finish_reason == "cancelled"
-    period = QuotaPeriod.objects.get(user=owner)
+    period = QuotaPeriod.objects.get(workspace__personal_of=owner)
     assert (period.reserved, period.used) == (0, 0)
     assert job.usage.tokens_charged == 0

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 import torch
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod, UsageRecord
 from inference.catalog import prompt_token_ids
 from inference.engine import ModelSpec, load_model
@@ -40,7 +41,7 @@ def greedy_reference(path, prompt: str, new_tokens: int) -> list[int]:
 
 
 def test_a_submitted_job_runs_on_the_worker_streams_and_is_charged_exactly(celery_worker, subscriber, tiny_model_path):
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=40, temperature=0)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=40, temperature=0)
 
     job = wait_until_final(job)
 
@@ -49,7 +50,7 @@ def test_a_submitted_job_runs_on_the_worker_streams_and_is_charged_exactly(celer
     assert job.output_text == greedy_reference(tiny_model_path, PROMPT, job.completion_tokens)
     assert 0 < job.completion_tokens <= 40
     assert job.tokens_charged == job.prompt_tokens + job.completion_tokens
-    period = QuotaPeriod.objects.get(user=subscriber)
+    period = QuotaPeriod.objects.get(workspace__personal_of=subscriber)
     assert (period.reserved, period.used) == (0, job.tokens_charged)
     usage = UsageRecord.objects.get(job=job)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.tokens_charged) == (
@@ -65,7 +66,7 @@ def test_a_submitted_job_runs_on_the_worker_streams_and_is_charged_exactly(celer
 
 
 def test_the_sse_endpoint_sends_the_text_then_one_final_event(celery_worker, web_server, subscriber, client):
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=300, temperature=0)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=300, temperature=0)
     client.force_login(subscriber)
     request = urllib.request.Request(
         f"{web_server.url}/jobs/{job.pk}/stream", headers={"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
@@ -92,7 +93,7 @@ def test_the_sse_endpoint_sends_the_text_then_one_final_event(celery_worker, web
 
 
 def test_another_users_stream_is_a_404(web_server, subscriber, client, other_user):
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=5)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=5)
     job_cancel(job=job)
     client.force_login(other_user)
     request = urllib.request.Request(
@@ -106,7 +107,7 @@ def test_another_users_stream_is_a_404(web_server, subscriber, client, other_use
 
 
 def test_cancelling_a_running_job_keeps_its_text_and_charges_what_was_generated(celery_worker, subscriber):
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=1000, temperature=0)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=1000, temperature=0)
     wait_for_status(job, JobStatus.RUNNING)
     wait_until_streaming(job)
 
@@ -118,14 +119,14 @@ def test_cancelling_a_running_job_keeps_its_text_and_charges_what_was_generated(
     assert 0 < job.completion_tokens < 1000
     assert job.output_text != ""
     assert job.tokens_charged == job.prompt_tokens + job.completion_tokens
-    period = QuotaPeriod.objects.get(user=subscriber)
+    period = QuotaPeriod.objects.get(workspace__personal_of=subscriber)
     assert (period.reserved, period.used) == (0, job.tokens_charged)
     assert UsageRecord.objects.filter(job=job).count() == 1
 
 
 def test_the_same_task_delivered_twice_runs_once(celery_worker, subscriber):
     log_before = celery_worker.log().count("Task inference.run_generation")
-    job = job_submit(user=subscriber, prompt=PROMPT, max_new_tokens=30, temperature=0)
+    job = job_submit(member=membership_personal(subscriber), prompt=PROMPT, max_new_tokens=30, temperature=0)
     run_generation.apply_async(args=[str(job.pk)], queue=job.queue)
 
     job = wait_until_final(job)
@@ -138,5 +139,5 @@ def test_the_same_task_delivered_twice_runs_once(celery_worker, subscriber):
     assert job.status == JobStatus.SUCCEEDED
     assert job.attempts == 1
     assert UsageRecord.objects.filter(job=job).count() == 1
-    period = QuotaPeriod.objects.get(user=subscriber)
+    period = QuotaPeriod.objects.get(workspace__personal_of=subscriber)
     assert (period.reserved, period.used) == (0, job.tokens_charged)

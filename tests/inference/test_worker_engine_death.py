@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod
 from inference.models import FinishReason, JobStatus, Worker
 from inference.services import job_submit
@@ -21,6 +22,7 @@ import sys
 sys.path.insert(0, {root!r})  # site runs before the working directory joins the path
 
 from inference.engine import Engine
+from accounts.workspaces import membership_personal
 
 
 def _broken(self):
@@ -39,13 +41,15 @@ def test_a_worker_whose_engine_dies_ends_its_job_drops_its_heartbeat_and_exits_f
     try:
         wait_until(lambda: Worker.objects.filter(name__startswith="fragile@").exists(), timeout=60,
                    what="worker heartbeat", process=worker.process)  # fmt: skip
-        job = job_submit(user=subscriber, prompt="Once upon a time", max_new_tokens=20, temperature=0)
+        job = job_submit(
+            member=membership_personal(subscriber), prompt="Once upon a time", max_new_tokens=20, temperature=0
+        )
 
         job = wait_until_final(job, timeout=60)
 
         assert (job.status, job.finish_reason) == (JobStatus.FAILED, FinishReason.ERROR)
         assert job.tokens_charged == 0  # nothing was delivered
-        assert QuotaPeriod.objects.get(user=subscriber).reserved == 0
+        assert QuotaPeriod.objects.get(workspace__personal_of=subscriber).reserved == 0
         assert worker.process.wait(timeout=60) == ENGINE_FAILED_EXIT_CODE
         assert not Worker.objects.filter(name__startswith="fragile@").exists()
     finally:

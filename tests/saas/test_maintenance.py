@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob, JobStatus
 from inference.services import job_submit
@@ -43,7 +44,7 @@ def _broker() -> redis.Redis:
 
 def _job_on_dead_worker(user, *, attempts: int) -> GenerationJob:
     """A job that a worker claimed an hour ago and then died with (no heartbeat row at all)."""
-    job = job_submit(user=user, prompt="Once upon a time", max_new_tokens=20, temperature=0)
+    job = job_submit(member=membership_personal(user), prompt="Once upon a time", max_new_tokens=20, temperature=0)
     _broker().delete(job.queue)  # its message was delivered to that worker long ago
     GenerationJob.objects.filter(pk=job.pk).update(
         status=JobStatus.RUNNING,
@@ -55,7 +56,7 @@ def _job_on_dead_worker(user, *, attempts: int) -> GenerationJob:
 
 
 def _job_finished_long_ago(user) -> GenerationJob:
-    job = job_submit(user=user, prompt="An old story", max_new_tokens=5, temperature=0)
+    job = job_submit(member=membership_personal(user), prompt="An old story", max_new_tokens=5, temperature=0)
     _broker().delete(job.queue)
     GenerationJob.objects.filter(pk=job.pk).update(
         status=JobStatus.SUCCEEDED, finished_at=timezone.now() - timedelta(days=2)
@@ -175,7 +176,7 @@ def test_a_dead_workers_jobs_are_swept_on_schedule_while_gen_low_stays_full(subs
         assert "stopped its worker" in doomed.error_message
         rescued.refresh_from_db()
         assert rescued.attempts == 2 and rescued.worker != DEAD_WORKER
-        period = QuotaPeriod.objects.get(user=subscriber)
+        period = QuotaPeriod.objects.get(workspace__personal_of=subscriber)
         assert period.reserved == expired.tokens_reserved  # only the job this test closed by hand
         _stops_cleanly_on_sigterm(maintenance)
     finally:

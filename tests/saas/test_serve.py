@@ -16,6 +16,7 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from accounts.workspaces import membership_personal
 from inference.models import GenerationJob, JobStatus, Worker
 from inference.services import job_submit
 from saas.management.commands.serve import (
@@ -255,7 +256,7 @@ def _open_stream(serve: Serve) -> http.client.HTTPConnection:
     """An SSE stream of a running job, left open (the job's worker is alive: nothing ends it)."""
     plan = PlanFactory(slug="pro")
     user = SubscriptionFactory(plan=plan, user=UserFactory(email="pro@example.com")).user
-    job = job_submit(user=user, prompt="Once upon a time", max_new_tokens=20)
+    job = job_submit(member=membership_personal(user), prompt="Once upon a time", max_new_tokens=20)
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(job.queue)  # not serve's broker anyway
     GenerationJob.objects.filter(pk=job.pk).update(
         status=JobStatus.RUNNING, worker=serve.worker_row().name, attempts=1, started_at=timezone.now()

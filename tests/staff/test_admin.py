@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.workspaces import membership_personal, workspace_personal
 from billing.models import QuotaPeriod, QuotaTopUp, Subscription, UsageRecord, WebhookEvent
 from billing.selectors import entitlements_for
 from core.models import AuditEvent
@@ -64,7 +65,7 @@ def staff(client, staff_user):
 
 
 def _finish(user, *, status="length", completion=4, run_ms=None):
-    job = job_submit(user=user, prompt="Hello there", max_new_tokens=10)
+    job = job_submit(member=membership_personal(user), prompt="Hello there", max_new_tokens=10)
     claimed = job_claim(job_id=job.pk, worker="w")
     job_finish(job=claimed, outcome=JobOutcome(text="text", completion_tokens=completion, finish_reason=status))
     if run_ms is not None:
@@ -132,15 +133,15 @@ def test_a_top_up_raises_the_allowance_once_and_is_audited(client, plans, staff)
     )  # fmt: skip
 
     assert response.status_code == 302
-    assert QuotaPeriod.objects.get(user=user).allowance == 1000 + 500
-    assert QuotaTopUp.objects.get(user=user).reason == "support #12"
+    assert QuotaPeriod.objects.get(workspace__personal_of=user).allowance == 1000 + 500
+    assert QuotaTopUp.objects.get(workspace__personal_of=user).reason == "support #12"
     event = AuditEvent.objects.get(action="top_up")
     assert (event.user, event.actor, event.detail["tokens"]) == (user, staff, 500)
 
 
 def test_suspension_stops_a_queued_job_and_the_users_keys(plans):
     user = UserFactory(email="abuser@example.com")
-    queued = job_submit(user=user, prompt="Hello", max_new_tokens=10)
+    queued = job_submit(member=membership_personal(user), prompt="Hello", max_new_tokens=10)
     raw = ApiKeyFactory(user=user).raw
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
@@ -152,7 +153,7 @@ def test_suspension_stops_a_queued_job_and_the_users_keys(plans):
 
     queued.refresh_from_db()
     assert queued.status == "cancelled"
-    assert QuotaPeriod.objects.get(user=user).reserved == 0
+    assert QuotaPeriod.objects.get(workspace__personal_of=user).reserved == 0
     refused = client.get("/api/v1/jobs")
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "account_disabled"
@@ -192,7 +193,7 @@ def test_replaying_a_failed_webhook_event_from_the_admin_applies_it_once(client,
     from billing.models import BillingCustomer
 
     user = UserFactory(email="pro@example.com")
-    BillingCustomer.objects.create(user=user, stripe_customer_id="cus_TestCustomer0001")
+    BillingCustomer.objects.create(workspace=workspace_personal(user), stripe_customer_id="cus_TestCustomer0001")
     payload = fake.event("customer.subscription.created", fake.subscription(price="price_unknown", metadata={}))
     assert fake.deliver(client, payload).status_code == 500
     event = WebhookEvent.objects.get()
@@ -204,7 +205,7 @@ def test_replaying_a_failed_webhook_event_from_the_admin_applies_it_once(client,
 
     event.refresh_from_db()
     assert event.status == "processed"
-    assert Subscription.objects.filter(user=user).count() == 1
+    assert Subscription.objects.filter(workspace__personal_of=user).count() == 1
     assert AuditEvent.objects.filter(action="webhook_failed").count() == 1
     assert AuditEvent.objects.filter(action="webhook_replayed").count() == 1
 
@@ -249,7 +250,7 @@ def test_a_comped_plan_applies_without_stripe_and_brings_no_revenue(plans):
 
     call_command("user_admin", user.email, "comp", "pro", "30")
 
-    assert entitlements_for(user).plan.slug == "pro"
+    assert entitlements_for(workspace_personal(user)).plan.slug == "pro"
     assert business_numbers().mrr == 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.workspaces import membership_personal
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob, JobStatus
 from inference.services import job_submit
@@ -26,7 +27,9 @@ def staff(client, staff_user):
 
 @pytest.fixture
 def queued_job(staff):
-    return job_submit(user=UserFactory(email="customer@example.com"), prompt="Hello there", max_new_tokens=10)
+    return job_submit(
+        member=membership_personal(UserFactory(email="customer@example.com")), prompt="Hello there", max_new_tokens=10
+    )
 
 
 def test_a_jobs_status_and_counts_cannot_be_edited_in_the_admin(client, queued_job):
@@ -41,7 +44,7 @@ def test_a_jobs_status_and_counts_cannot_be_edited_in_the_admin(client, queued_j
 
 
 def test_the_ledger_cannot_be_edited_in_the_admin(client, queued_job):
-    period = QuotaPeriod.objects.get(user=queued_job.user)
+    period = QuotaPeriod.objects.get(workspace__personal_of=queued_job.user)
     url = f"/admin/billing/quotaperiod/{period.pk}/change/"
 
     start, end = period.period_start, period.period_end
@@ -73,5 +76,5 @@ def test_the_cancel_action_cancels_through_the_service_and_releases_the_reservat
     assert "Cancel requested for 1 job(s)" in response.content.decode()
     job = GenerationJob.objects.get(pk=queued_job.pk)
     assert job.status == JobStatus.CANCELLED
-    period = QuotaPeriod.objects.get(user=queued_job.user)
+    period = QuotaPeriod.objects.get(workspace__personal_of=queued_job.user)
     assert (period.reserved, period.used) == (0, 0)
