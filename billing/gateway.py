@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from billing import sandbox, stripe_client
 from billing.models import Plan, SubscriptionStatus
+from billing.tasks import sandbox_deliver
 from core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -41,9 +42,15 @@ class BillingGateway(Protocol):
         ...
 
     def checkout_session_start(
-        self, *, workspace, plan: Plan, customer_id: str, success_url: str, cancel_url: str
+        self, *, workspace, plan: Plan, seats: int, customer_id: str, success_url: str, cancel_url: str
     ) -> str:
-        """A Checkout session for ``plan``; returns the URL to send the user to."""
+        """A Checkout session for ``seats`` of ``plan``; returns the URL to send the user to."""
+        ...
+
+    def subscription_seats_set(self, *, subscription, seats: int, webhook_url: str) -> None:
+        """Change the seats of a live subscription, invoiced at once (more seats grant their tokens
+        when that invoice is paid; the webhook brings the change back). ``webhook_url`` is for the
+        sandbox, which plays Stripe and sends the events itself."""
         ...
 
     def portal_session_start(self, *, workspace, customer_id: str, return_url: str) -> str:
@@ -83,11 +90,20 @@ class SandboxGateway:
         return False  # no Stripe account to ask: the local mirror is the whole truth
 
     def checkout_session_start(
-        self, *, workspace, plan: Plan, customer_id: str, success_url: str, cancel_url: str
+        self, *, workspace, plan: Plan, seats: int, customer_id: str, success_url: str, cancel_url: str
     ) -> str:
         return sandbox.checkout_url(
-            workspace=workspace, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
+            workspace=workspace,
+            plan=plan,
+            seats=seats,
+            customer_id=customer_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
         )
+
+    def subscription_seats_set(self, *, subscription, seats: int, webhook_url: str) -> None:
+        events = sandbox.portal_events(action=f"seats:{seats}", subscription=subscription, plans={})
+        sandbox_deliver.delay(webhook_url, events)
 
     def portal_session_start(self, *, workspace, customer_id: str, return_url: str) -> str:
         return sandbox.portal_url(workspace=workspace, return_url=return_url)
@@ -175,9 +191,9 @@ class StripeGateway:
         return any(remote["status"] in SubscriptionStatus.LIVE for remote in listing.data)
 
     def checkout_session_start(
-        self, *, workspace, plan: Plan, customer_id: str, success_url: str, cancel_url: str
+        self, *, workspace, plan: Plan, seats: int, customer_id: str, success_url: str, cancel_url: str
     ) -> str:
-        """An open session for the same plan is reused and one for another plan expired, so two
+        """An open session for the same plan and seats is reused and any other expired, so two
         tabs cannot lead to two payments."""
         stripe = stripe_client.client()
         try:
@@ -185,19 +201,26 @@ class StripeGateway:
                 params={"customer": customer_id, "status": "open", "limit": 10}
             )
             for session in (s.to_dict() for s in open_sessions.data):
-                if (session.get("metadata") or {}).get("price") == plan.stripe_price_id and session.get("url"):
+                metadata = session.get("metadata") or {}
+                same = metadata.get("price") == plan.stripe_price_id and metadata.get("seats", "1") == str(seats)
+                if same and session.get("url"):
                     return session["url"]
                 stripe.v1.checkout.sessions.expire(session["id"])
             session = stripe.v1.checkout.sessions.create(
                 params={
                     "mode": "subscription",
                     "customer": customer_id,
-                    "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+                    "line_items": [{"price": plan.stripe_price_id, "quantity": seats}],
                     "success_url": success_url + "?session_id={CHECKOUT_SESSION_ID}",
                     "cancel_url": cancel_url,
                     "client_reference_id": str(workspace.pk),
                     "expires_at": int(time.time()) + CHECKOUT_EXPIRES_SECONDS,
-                    "metadata": {"workspace_id": str(workspace.pk), "plan": plan.slug, "price": plan.stripe_price_id},
+                    "metadata": {
+                        "workspace_id": str(workspace.pk),
+                        "plan": plan.slug,
+                        "price": plan.stripe_price_id,
+                        "seats": str(seats),
+                    },
                     "subscription_data": {"metadata": {"workspace_id": str(workspace.pk), "plan": plan.slug}},
                 },
                 options={
@@ -218,6 +241,28 @@ class StripeGateway:
         except stripe_errors as error:
             raise _stripe_unavailable("open the billing portal", error) from error
         return session.url
+
+    def subscription_seats_set(self, *, subscription, seats: int, webhook_url: str) -> None:
+        """The new quantity on the subscription's one item, invoiced at once; if the payment
+        fails, Stripe keeps the old quantity (pending_if_incomplete), so no seat goes unpaid."""
+        client = stripe_client.client()
+        try:
+            remote = client.v1.subscriptions.retrieve(subscription.stripe_subscription_id).to_dict()
+            item = ((remote.get("items") or {}).get("data") or [{}])[0]
+            client.v1.subscriptions.update(
+                subscription.stripe_subscription_id,
+                params={
+                    "items": [{"id": item["id"], "quantity": seats}],
+                    "proration_behavior": "always_invoice",
+                    "payment_behavior": "pending_if_incomplete",
+                },
+                options={
+                    "idempotency_key": f"inkwell-seats-{subscription.stripe_subscription_id}-{seats}-"
+                    f"{int(time.time() // 60)}"
+                },
+            )
+        except stripe_errors as error:
+            raise _stripe_unavailable("change the seats", error) from error
 
     def subscription_cancel_with_refund(self, *, stripe_subscription: dict) -> int:
         """Cancel a subscription now and refund the unused share of what its latest invoice took.

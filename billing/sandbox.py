@@ -67,6 +67,7 @@ def subscription_object(
     period_end: datetime,
     cancel_at_period_end: bool = False,
     ended_at: datetime | None = None,
+    quantity: int = 1,
 ) -> dict:
     """A subscription as API 2026-10-28 shapes it: the billing period is on the item."""
     return {
@@ -87,7 +88,7 @@ def subscription_object(
                     "id": f"si_{subscription_id[4:]}",
                     "object": "subscription_item",
                     "price": {"id": price, "object": "price", "recurring": {"interval": "month"}},
-                    "quantity": 1,
+                    "quantity": quantity,
                     "current_period_start": _ts(period_start),
                     "current_period_end": _ts(period_end),
                 }
@@ -104,6 +105,7 @@ def invoice_object(
         {
             "object": "line_item",
             "amount": amount,
+            "quantity": item["quantity"],
             "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
             "pricing": {"price_details": {"price": item["price"]["id"]}},
         }
@@ -126,23 +128,24 @@ def invoice_object(
     }
 
 
-def proration_invoice(*, subscription: dict, old_price: str, old_cents: int, new_cents: int, now: datetime) -> dict:
-    """The invoice a plan change makes at once (the Portal set to ``always_invoice``): credit for
-    the old plan's unused time, a charge for the new plan's rest of the period."""
+def proration_invoice(
+    *, subscription: dict, old_price: str, old_cents: int, new_cents: int, now: datetime, old_quantity: int = 1
+) -> dict:
+    """The invoice a plan or seat change makes at once (the Portal set to ``always_invoice``):
+    credit for the old plan's (or seat count's) unused time, a charge for the new one's rest of the
+    period. ``old_cents`` and ``new_cents`` are unit prices; the lines carry their quantities."""
     item = subscription["items"]["data"][0]
     start, end = item["current_period_start"], item["current_period_end"]
     left = max(0.0, min(1.0, (end - _ts(now)) / max(1, end - start)))
-    credit, charge = -round(old_cents * left), round(new_cents * left)
+    credit = -round(old_cents * old_quantity * left)
+    charge = round(new_cents * item["quantity"] * left)
     period = {"start": _ts(now), "end": end}
     lines = [
-        {"object": "line_item", "amount": credit, "period": period, "pricing": {"price_details": {"price": old_price}}},
-        {
-            "object": "line_item",
-            "amount": charge,
-            "period": period,
-            "pricing": {"price_details": {"price": item["price"]["id"]}},
-        },
-    ]
+        {"object": "line_item", "amount": credit, "quantity": old_quantity, "period": period,
+         "pricing": {"price_details": {"price": old_price}}},
+        {"object": "line_item", "amount": charge, "quantity": item["quantity"], "period": period,
+         "pricing": {"price_details": {"price": item["price"]["id"]}}},
+    ]  # fmt: skip
     return invoice_object(
         subscription=subscription,
         status="paid",
@@ -167,6 +170,7 @@ def checkout_paid_events(*, data: dict, plan, now: datetime | None = None) -> li
         status="active",
         period_start=now,
         period_end=now + relativedelta(months=1),
+        quantity=data.get("seats", 1),
     )
     session = {
         "id": f"cs_sandbox_{uuid.uuid4().hex[:16]}",
@@ -184,7 +188,10 @@ def checkout_paid_events(*, data: dict, plan, now: datetime | None = None) -> li
         _event(
             "invoice.paid",
             invoice_object(
-                subscription=subscription, status="paid", amount=plan.price_cents, billing_reason="subscription_create"
+                subscription=subscription,
+                status="paid",
+                amount=plan.price_cents * data.get("seats", 1),
+                billing_reason="subscription_create",
             ),
         ),
         _event("checkout.session.completed", session),
@@ -204,8 +211,9 @@ def portal_events(*, action: str, subscription, plans: dict, now: datetime | Non
         "period_start": subscription.current_period_start,
         "period_end": subscription.current_period_end,
         "cancel_at_period_end": subscription.cancel_at_period_end,
+        "quantity": subscription.seats,
     }
-    amount = subscription.plan.price_cents
+    amount = subscription.plan.price_cents * subscription.seats
     if action.startswith("switch:"):
         plan = plans[action.split(":", 1)[1]]
         fields.update(price=plan.stripe_price_id, cancel_at_period_end=False)
@@ -213,11 +221,26 @@ def portal_events(*, action: str, subscription, plans: dict, now: datetime | Non
         invoice = proration_invoice(
             subscription=switched,
             old_price=subscription.stripe_price_id,
-            old_cents=amount,
+            old_cents=subscription.plan.price_cents,
             new_cents=plan.price_cents,
             now=now,
+            old_quantity=subscription.seats,
         )
         return [_event("customer.subscription.updated", switched), _event("invoice.paid", invoice)]
+    if action.startswith("seats:"):
+        fields["quantity"] = int(action.split(":", 1)[1])
+        if not 1 <= fields["quantity"] <= 1000:
+            raise ValueError("seats out of range")
+        changed = subscription_object(**fields)
+        invoice = proration_invoice(
+            subscription=changed,
+            old_price=subscription.stripe_price_id,
+            old_cents=subscription.plan.price_cents,
+            new_cents=subscription.plan.price_cents,
+            now=now,
+            old_quantity=subscription.seats,
+        )
+        return [_event("customer.subscription.updated", changed), _event("invoice.paid", invoice)]
     if action in ("cancel_at_period_end", "resume"):
         fields["cancel_at_period_end"] = action == "cancel_at_period_end"
         return [_event("customer.subscription.updated", subscription_object(**fields))]

@@ -14,6 +14,7 @@ urlpatterns = [
     path("billing/cancel/", views.checkout_cancel, name="cancel"),
     path("billing/status/", views.billing_status, name="status"),
     path("billing/portal/", views.portal, name="portal"),
+    path("billing/seats/", views.seats, name="seats"),
     path("billing/webhook/", views.webhook, name="webhook"),
     path("billing/sandbox/checkout/<str:token>/", views.sandbox_checkout, name="sandbox-checkout"),
     path("billing/sandbox/portal/<str:token>/", views.sandbox_portal, name="sandbox-portal"),

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from accounts.teams import seats_taken
 from accounts.workspaces import Permission, allows, member_required, membership_in
 from billing import sandbox
 from billing.models import Plan, Subscription
@@ -27,7 +28,10 @@ logger = logging.getLogger(__name__)
 def pricing(request):
     membership = getattr(request, "membership", None)
     current = entitlements_for(membership.workspace).plan if membership is not None else None
-    return render(request, "billing/pricing.html", {"plans": public_plans(), "current_plan": current})
+    min_seats = sum(seats_taken(membership.workspace)) if membership is not None else 1
+    return render(
+        request, "billing/pricing.html", {"plans": public_plans(), "current_plan": current, "min_seats": min_seats}
+    )
 
 
 @member_required(Permission.BILLING)
@@ -41,6 +45,7 @@ def billing_home(request):
             "entitlements": entitlements,
             "subscription": subscription_latest(workspace),
             "ledger": quota_snapshot(workspace, entitlements=entitlements),
+            "seats_taken": sum(seats_taken(workspace)),
             "plans": public_plans(),
         },
     )
@@ -52,9 +57,11 @@ def subscribe(request, slug: str):
     plan = get_object_or_404(Plan, slug=slug, is_active=True, is_public=True)
     workspace = request.membership.workspace
     try:
+        seats = subscriptions.seats_parse(request.POST.get("seats"), plan=plan, people=sum(seats_taken(workspace)))
         url = subscriptions.checkout_start(
             workspace=workspace,
             plan=plan,
+            seats=seats,
             success_url=request.build_absolute_uri(reverse("billing:success")),
             cancel_url=request.build_absolute_uri(reverse("billing:cancel")),
         )
@@ -102,6 +109,35 @@ def billing_status(request):
             "active": subscription is not None,
         }
     )
+
+
+@member_required(Permission.BILLING)
+@require_POST
+def seats(request):
+    """Change the seats of a per-seat plan; refused below the people holding seats."""
+    workspace = request.membership.workspace
+    subscription = entitlements_for(workspace).subscription
+    try:
+        if subscription is None:
+            raise ApplicationError("This workspace has no subscription: subscribe to the Team plan to buy seats.")
+        wanted = subscriptions.seats_parse(
+            request.POST.get("seats"), plan=subscription.plan, people=sum(seats_taken(workspace))
+        )
+        subscriptions.seats_change(
+            workspace=workspace,
+            seats=wanted,
+            webhook_url=request.build_absolute_uri(reverse("billing:webhook")),
+            actor=request.user,
+        )
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("billing:home")
+    messages.success(
+        request,
+        f"Seats change to {wanted} asked: it applies, and added seats bring their tokens, once Stripe confirms "
+        "the prorated invoice is paid.",
+    )
+    return redirect("billing:home")
 
 
 @member_required(Permission.BILLING)
@@ -160,7 +196,7 @@ def _deliver(request, events: list[dict]) -> None:
 def sandbox_checkout(request, token: str):
     data = _sandbox_data(request, token)
     plan = get_object_or_404(Plan, pk=data["plan"])
-    context = {"plan": plan, "cancel_url": data["cancel"], "declined": False}
+    context = {"plan": plan, "seats": data.get("seats", 1), "cancel_url": data["cancel"], "declined": False}
     if request.method == "POST":
         if request.POST.get("action") == "pay":
             _deliver(request, sandbox.checkout_paid_events(data=data, plan=plan))
@@ -175,10 +211,11 @@ def sandbox_portal(request, token: str):
     subscription = Subscription.objects.filter(workspace_id=data["workspace"]).order_by("-created_at").first()
     plans = {p.slug: p for p in public_plans() if p.stripe_price_id}
     if request.method == "POST" and subscription is not None:
+        action = request.POST.get("action", "")
+        if action == "seats":
+            action = f"seats:{request.POST.get('seats', '')}"
         try:
-            events = sandbox.portal_events(
-                action=request.POST.get("action", ""), subscription=subscription, plans=plans
-            )
+            events = sandbox.portal_events(action=action, subscription=subscription, plans=plans)
         except (ValueError, KeyError):
             raise Http404 from None
         _deliver(request, events)

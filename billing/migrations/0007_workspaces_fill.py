@@ -12,6 +12,9 @@ def workspaces_fill(apps, schema_editor):
         apps.get_model("billing", name).objects.filter(workspace__isnull=True).update(workspace=personal)
     Subscription = apps.get_model("billing", "Subscription")
     Subscription.objects.filter(paid_period_start__isnull=False, paid_seats__isnull=True).update(paid_seats=F("seats"))
+    # The seeded Team plan is sold per seat from now on. Its subscribers have one seat, so their
+    # price and allowance are what they were.
+    apps.get_model("billing", "Plan").objects.filter(slug="team").update(per_seat=True)
 
 
 class Migration(migrations.Migration):

@@ -45,6 +45,8 @@ DEFAULT_PLANS = (
         "requests_per_minute": 300,
         "queue_priority": QueuePriority.HIGH,
         "api_access": True,
+        # Per seat: $99 and 15M tokens a month for each seat; the workspace's pool is the sum.
+        "per_seat": True,
         "order": 2,
     },
 )

@@ -29,7 +29,31 @@ def customer_ensure(*, workspace) -> str:
     return record.stripe_customer_id
 
 
-def checkout_start(*, workspace, plan: Plan, success_url: str, cancel_url: str) -> str:
+MAX_SEATS = 1000
+
+
+def seats_parse(value, *, plan: Plan, people: int = 1) -> int:
+    """Seats as a customer asks for them: a whole number from ``people`` (members and pending
+    invitations hold one each) to MAX_SEATS; always 1 on a plan not sold per seat."""
+    if not plan.per_seat:
+        return 1
+    text = str(value if value is not None else 1).strip()
+    if not text.isdigit():
+        raise ApplicationError(f"Seats must be a whole number, like 3; got {text[:20]!r}.", param="seats")
+    seats = int(text)
+    if seats < 1 or seats > MAX_SEATS:
+        raise ApplicationError(f"Choose between 1 and {MAX_SEATS:,} seats.", param="seats")
+    if seats < people:
+        raise ApplicationError(
+            f"{people} people hold seats in this workspace (members and pending invitations): choose at least "
+            f"{people} seats, or remove members and revoke invitations first.",
+            code="seats_below_members",
+            param="seats",
+        )
+    return seats
+
+
+def checkout_start(*, workspace, plan: Plan, success_url: str, cancel_url: str, seats: int = 1) -> str:
     """A Stripe Checkout session (mode subscription) for ``plan``; returns the URL to send the user to.
     Nothing is granted here: only the webhook that Stripe sends after payment grants the plan.
 
@@ -51,8 +75,38 @@ def checkout_start(*, workspace, plan: Plan, success_url: str, cancel_url: str) 
         if gateway.subscription_live_exists(customer_id=customer_id):
             raise already
         return gateway.checkout_session_start(
-            workspace=workspace, plan=plan, customer_id=customer_id, success_url=success_url, cancel_url=cancel_url
+            workspace=workspace,
+            plan=plan,
+            seats=seats if plan.per_seat else 1,
+            customer_id=customer_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
         )
+
+
+def seats_change(*, workspace, seats: int, webhook_url: str, actor=None) -> Subscription:
+    """Ask the payment provider for ``seats`` on the workspace's subscription (validated by
+    ``seats_parse``: never below the people holding seats). Nothing changes here: the webhook
+    brings the new quantity, and the tokens of added seats come with their paid invoice."""
+    subscription = entitlements_for(workspace).subscription
+    if subscription is None or not subscription.plan.per_seat:
+        raise ApplicationError(
+            "This workspace's plan is not sold per seat: subscribe it to the Team plan to buy seats.",
+            code="plan_not_per_seat",
+        )
+    if subscription.is_comp:
+        raise ApplicationError("This plan was granted by Inkwell; contact us to change its seats.", code="comp")
+    if seats != subscription.seats:
+        billing_gateway().subscription_seats_set(subscription=subscription, seats=seats, webhook_url=webhook_url)
+        audit_record(
+            action=AuditAction.SEATS_CHANGED,
+            user=actor,
+            actor=actor,
+            workspace=workspace,
+            seats_from=subscription.seats,
+            seats_to=seats,
+        )
+    return subscription
 
 
 def portal_start(*, workspace, return_url: str) -> str:

@@ -61,7 +61,7 @@ def test_a_subscription_created_in_stripe_reaches_the_app_by_webhook_and_cancell
                 "product": {"name": "Inkwell Pro"}},
     )  # fmt: skip
     user = UserFactory(email="stripe@example.com")
-    customer_id = customer_ensure(user=user)
+    customer_id = customer_ensure(workspace=workspace_personal(user))
     card = stripe.v1.tokens.create(
         params={"card": {"number": "4242424242424242", "exp_month": "12", "exp_year": "2030", "cvc": "123"}}
     )

@@ -67,6 +67,7 @@ def test_a_renewal_not_yet_paid_keeps_the_last_paid_periods_remaining_tokens(cli
                 workspace=workspace_personal(customer), entitlements=entitlements_for(workspace_personal(customer))
             ),
             tokens=20_000,
+            user=customer,
         )
 
     # The card fails: past_due keeps the plan through the grace period, still without new tokens.
@@ -165,7 +166,11 @@ def test_a_replayed_invoice_grants_no_more_than_its_plan_and_top_ups(client, pai
 def test_a_comp_grants_each_month_of_the_comp_its_allowance(customer, team_plan):
     comp = plan_comp(workspace=workspace_personal(customer), plan=team_plan, days=90)
     first = entitlements_for(workspace_personal(customer))
-    quota_reserve(period=quota_period_open(workspace=workspace_personal(customer), entitlements=first), tokens=900_000)
+    quota_reserve(
+        period=quota_period_open(workspace=workspace_personal(customer), entitlements=first),
+        tokens=900_000,
+        user=customer,
+    )
     assert _remaining(customer) == 0
 
     later = comp.current_period_start + timedelta(days=40)

@@ -24,7 +24,7 @@ def _apply(client, events: list[dict]) -> None:
 
 @pytest.fixture
 def subscribed(client, customer, pro_plan):
-    data = {"user": customer.pk, "customer": "cus_TestCustomer0001"}
+    data = {"workspace": workspace_personal(customer).pk, "customer": "cus_TestCustomer0001"}
     _apply(client, sandbox.checkout_paid_events(data=data, plan=pro_plan))
     return Subscription.objects.get(workspace__personal_of=customer)
 
@@ -97,7 +97,7 @@ def test_a_failed_renewal_payment_puts_the_subscription_in_its_grace_period(clie
     assert entitlements_for(workspace_personal(customer)).in_grace
 
 
-def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, pro_plan, monkeypatch):
+def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, other_user, pro_plan, monkeypatch):
     delivered = []
     monkeypatch.setattr("billing.tasks.sandbox_deliver.delay", lambda url, events: delivered.append(events))
     client.force_login(customer)
@@ -105,8 +105,9 @@ def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, pro
     assert forged.status_code == 404
     assert "Subscribe to Pro" not in forged.content.decode()
 
+    # A genuine link, signed for a workspace the customer is not a member of.
     other = sandbox.checkout_url(
-        user=type(customer)(pk=customer.pk + 1000), plan=pro_plan, customer_id="cus_x", success_url="/", cancel_url="/"
+        workspace=workspace_personal(other_user), plan=pro_plan, customer_id="cus_x", success_url="/", cancel_url="/"
     )
     foreign = client.get(other)
     assert foreign.status_code == 404
@@ -118,7 +119,8 @@ def test_the_sandbox_pages_refuse_a_forged_or_foreign_link(client, customer, pro
 
 
 def test_the_sandbox_events_are_shaped_like_the_pinned_api_version(customer, pro_plan):
-    events = sandbox.checkout_paid_events(data={"user": customer.pk, "customer": "cus_1"}, plan=pro_plan)
+    workspace = workspace_personal(customer)
+    events = sandbox.checkout_paid_events(data={"workspace": workspace.pk, "customer": "cus_1"}, plan=pro_plan)
 
     subscription = events[0]["object"]
     assert "current_period_start" not in subscription  # lives on the items since 2025-03-31
@@ -126,6 +128,10 @@ def test_the_sandbox_events_are_shaped_like_the_pinned_api_version(customer, pro
         subscription["items"]["data"][0]["current_period_end"]
         > subscription["items"]["data"][0]["current_period_start"]
     )
+    assert subscription["metadata"] == {"workspace_id": str(workspace.pk)}
     invoice = events[1]["object"]
     assert invoice["parent"]["subscription_details"]["subscription"] == subscription["id"]
+    session = events[2]["object"]
+    assert session["client_reference_id"] == str(workspace.pk)
+    assert session["metadata"]["workspace_id"] == str(workspace.pk)
     assert json.loads(fake.event(events[0]["type"], subscription))["api_version"] == "2026-10-28.endive"

@@ -31,6 +31,7 @@ def test_subscribing_creates_the_customer_once_and_a_checkout_session_for_the_pl
             },
         }
     )
+    workspace = workspace_personal(customer)
     client.force_login(customer)
 
     first = client.post("/billing/subscribe/pro/")
@@ -42,7 +43,8 @@ def test_subscribing_creates_the_customer_once_and_a_checkout_session_for_the_pl
     sessions = [r for r in stripe.requests if r["path"] == "/v1/checkout/sessions" and r["method"] == "POST"]
     assert len(customers) == 1  # created once, then reused
     assert customers[0]["data"]["email"] == "pro@example.com"
-    assert customers[0]["headers"]["Idempotency-Key"] == f"inkwell-customer-{customer.pk}"
+    assert customers[0]["data"]["metadata[workspace_id]"] == str(workspace.pk)
+    assert customers[0]["headers"]["Idempotency-Key"] == f"inkwell-customer-ws-{workspace.pk}"
     assert BillingCustomer.objects.get(workspace__personal_of=customer).stripe_customer_id == "cus_New000001"
     session = sessions[0]
     assert session["data"]["mode"] == "subscription"
@@ -51,8 +53,10 @@ def test_subscribing_creates_the_customer_once_and_a_checkout_session_for_the_pl
     assert session["data"]["line_items[0][quantity]"] == "1"
     assert session["data"]["success_url"] == "http://testserver/billing/success/?session_id={CHECKOUT_SESSION_ID}"
     assert session["data"]["cancel_url"] == "http://testserver/billing/cancel/"
-    assert session["data"]["client_reference_id"] == str(customer.pk)
-    assert session["headers"]["Idempotency-Key"].startswith(f"inkwell-checkout-{customer.pk}-price_TestPro0001-")
+    assert session["data"]["client_reference_id"] == str(workspace.pk)
+    assert session["data"]["metadata[workspace_id]"] == str(workspace.pk)
+    assert session["data"]["subscription_data[metadata][workspace_id]"] == str(workspace.pk)
+    assert session["headers"]["Idempotency-Key"].startswith(f"inkwell-checkout-ws-{workspace.pk}-price_TestPro0001-")
     assert session["headers"]["Stripe-Version"] == "2026-10-28.endive"
     assert not Subscription.objects.exists()  # nothing is granted before the webhook
 
@@ -73,7 +77,7 @@ def test_a_subscriber_is_sent_to_the_portal_instead_of_a_second_checkout(client,
     assert [r["path"] for r in stripe.requests] == ["/v1/billing_portal/configurations", "/v1/billing_portal/sessions"]
     portal = stripe.requests[1]
     assert portal["data"] == {"customer": "cus_TestCustomer0001", "return_url": "http://testserver/billing/"}
-    assert portal["headers"]["Idempotency-Key"].startswith(f"inkwell-portal-{customer.pk}-")
+    assert portal["headers"]["Idempotency-Key"].startswith(f"inkwell-portal-ws-{workspace_personal(customer).pk}-")
 
 
 def test_reconcile_repairs_a_subscription_whose_webhooks_were_lost(customer, pro_plan, team_plan, live_stripe):

@@ -35,7 +35,7 @@ BACKLOG_QUEUE = "gen.low"
 @pytest.fixture
 def subscriber(tiny_model_path):
     plan = PlanFactory(slug="pro", queue_priority="gen.normal", retention_days=1)
-    return SubscriptionFactory(plan=plan, user=UserFactory(email="pro@example.com")).user
+    return SubscriptionFactory(plan=plan, user=UserFactory(email="pro@example.com")).workspace.personal_of
 
 
 def _broker() -> redis.Redis:

@@ -255,7 +255,7 @@ def test_serve_restarts_a_killed_worker_and_the_web_server_stays_up(serve):
 def _open_stream(serve: Serve) -> http.client.HTTPConnection:
     """An SSE stream of a running job, left open (the job's worker is alive: nothing ends it)."""
     plan = PlanFactory(slug="pro")
-    user = SubscriptionFactory(plan=plan, user=UserFactory(email="pro@example.com")).user
+    user = SubscriptionFactory(plan=plan, user=UserFactory(email="pro@example.com")).workspace.personal_of
     job = job_submit(member=membership_personal(user), prompt="Once upon a time", max_new_tokens=20)
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(job.queue)  # not serve's broker anyway
     GenerationJob.objects.filter(pk=job.pk).update(

@@ -139,6 +139,17 @@ def test_a_top_up_raises_the_allowance_once_and_is_audited(client, plans, staff)
     assert (event.user, event.actor, event.detail["tokens"]) == (user, staff, 500)
 
 
+def test_the_operator_command_tops_up_the_users_personal_workspace(plans):
+    user = UserFactory(email="needs-more@example.com")
+    UserFactory(email="bystander@example.com")
+
+    call_command("user_admin", user.email, "topup", "500", "support #13")
+
+    assert QuotaPeriod.objects.get(workspace__personal_of=user).allowance == 1000 + 500
+    assert QuotaTopUp.objects.get().workspace == workspace_personal(user)
+    assert AuditEvent.objects.get(action="top_up").workspace == workspace_personal(user)
+
+
 def test_suspension_stops_a_queued_job_and_the_users_keys(plans):
     user = UserFactory(email="abuser@example.com")
     queued = job_submit(member=membership_personal(user), prompt="Hello", max_new_tokens=10)

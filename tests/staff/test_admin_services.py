@@ -46,12 +46,13 @@ def test_a_jobs_status_and_counts_cannot_be_edited_in_the_admin(client, queued_j
 def test_the_ledger_cannot_be_edited_in_the_admin(client, queued_job):
     period = QuotaPeriod.objects.get(workspace__personal_of=queued_job.user)
     url = f"/admin/billing/quotaperiod/{period.pk}/change/"
+    form = client.get(url).content.decode()
 
     start, end = period.period_start, period.period_end
     client.post(
         url,
         {
-            "user": str(period.user_id),
+            "workspace": str(period.workspace_id),
             "period_start_0": f"{start:%Y-%m-%d}",
             "period_start_1": f"{start:%H:%M:%S}",
             "period_end_0": f"{end:%Y-%m-%d}",
@@ -62,6 +63,7 @@ def test_the_ledger_cannot_be_edited_in_the_admin(client, queued_job):
         },
     )
 
+    assert 'name="allowance"' not in form and 'name="reserved"' not in form
     period.refresh_from_db()
     assert (period.allowance, period.reserved) == (10_000, queued_job.tokens_reserved)
 

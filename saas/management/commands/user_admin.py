@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import User
 from accounts.services import user_unsuspend
+from accounts.workspaces import workspace_personal
 from billing.models import Plan
 from billing.services.ledger import quota_top_up
 from billing.services.subscriptions import plan_comp
@@ -36,12 +37,12 @@ class Command(BaseCommand):
             raise CommandError(f"No user with the email {email}.")
         try:
             if action == "topup":
-                quota_top_up(user=user, tokens=options["tokens"], reason=options["reason"])
+                quota_top_up(workspace=workspace_personal(user), tokens=options["tokens"], reason=options["reason"])
             elif action == "comp":
                 plan = Plan.objects.filter(slug=options["plan"]).first()
                 if plan is None:
                     raise CommandError(f"No plan {options['plan']!r}.")
-                plan_comp(user=user, plan=plan, days=options["days"])
+                plan_comp(workspace=workspace_personal(user), plan=plan, days=options["days"])
             elif action == "suspend":
                 account_suspend(user=user, reason=options["reason"])
             else:
