@@ -134,6 +134,11 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.workspace} ({self.role})"
 
+    @property
+    def workspace_label(self) -> str:
+        """The workspace's name as this member sees it: "Personal" for their own personal one."""
+        return "Personal" if self.workspace.personal_of_id == self.user_id else self.workspace.name
+
 
 class Invitation(models.Model):
     """An invitation by email. The link carries a signature of its id; it works once, until

@@ -28,11 +28,12 @@ def price_id(plan) -> str:
     return f"price_sandbox_{plan.slug}_{plan.price_cents}{plan.currency}"
 
 
-def checkout_url(*, workspace, plan, customer_id: str, success_url: str, cancel_url: str) -> str:
+def checkout_url(*, workspace, plan, customer_id: str, success_url: str, cancel_url: str, seats: int = 1) -> str:
     token = signing.dumps(
         {
             "workspace": workspace.pk,
             "plan": plan.pk,
+            "seats": seats,
             "customer": customer_id,
             "success": success_url,
             "cancel": cancel_url,

@@ -363,8 +363,11 @@ def job_submit(
     except IntegrityError:
         if not idempotency_key:
             raise
-        # The same key arrived twice at once: the other request made the job.
-        return _replayed(jobs_of(member).get(idempotency_key=idempotency_key), request_hash)
+        # The same key arrived twice at once, or its job was deleted (jobs_of hides those): the
+        # job that holds the key answers.
+        return _replayed(
+            GenerationJob.objects.get(workspace=workspace, user=user, idempotency_key=idempotency_key), request_hash
+        )
     return job
 
 

@@ -1,5 +1,5 @@
-"""The numbers of the business, for staff: revenue, subscribers, usage, queue and cost. Reads
-billing and inference; writes nothing."""
+"""The numbers of the business, for staff: revenue, subscribers, seats and workspaces, usage,
+queue and cost. Reads accounts, billing and inference; writes nothing."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from accounts.models import Membership, Workspace
 from billing.models import Plan, Subscription, SubscriptionStatus, UsageRecord
-from billing.selectors import calendar_month
+from billing.selectors import calendar_month, seats_of
 from core.models import AuditEvent
 from inference.models import GenerationJob, JobStatus
 
@@ -31,6 +32,7 @@ class PlanNumbers:
 
     plan: str
     subscribers: int
+    seats: int  # seats bought on the plan's subscriptions (1 each on a plan not sold per seat)
     mrr_cents: int
     gpu_seconds: float
     tokens: int
@@ -53,6 +55,18 @@ class BusinessNumbers:
     queue_depth: int
     wait_p95_seconds: float | None  # jobs started in the last hour; None when there were none
     gpu_hour_cost: float
+    workspaces: int  # every workspace, personal ones included
+    team_workspaces: int  # workspaces that are nobody's personal one
+    team_members: int  # memberships of team workspaces (someone in two teams counts twice)
+    seats_sold: int  # seats bought on paying (entitled, not comp) per-seat subscriptions
+    seat_mrr: float  # the part of ``mrr`` that per-seat plans bring: price x seats
+
+
+def subscription_mrr_cents(subscription: Subscription) -> int:
+    """What the subscription bills a month: the plan's price, times the seats bought on a plan
+    priced per seat (Stripe's item quantity, the number the invoice is for)."""
+    plan = subscription.plan
+    return plan.price_cents * (seats_of(subscription, paid=False) if plan.per_seat else 1)
 
 
 def business_numbers(*, now=None) -> BusinessNumbers:
@@ -63,12 +77,18 @@ def business_numbers(*, now=None) -> BusinessNumbers:
     ).select_related("plan")
     plans = {plan.slug: plan for plan in Plan.objects.all()}
     by_plan: dict[str, dict] = defaultdict(
-        lambda: {"subscribers": 0, "mrr_cents": 0, "gpu_seconds": 0.0, "tokens": 0, "jobs": 0}
+        lambda: {"subscribers": 0, "seats": 0, "mrr_cents": 0, "gpu_seconds": 0.0, "tokens": 0, "jobs": 0}
     )
+    seats_sold = seat_mrr_cents = 0
     for subscription in paying:
         row = by_plan[subscription.plan.slug]
+        mrr_cents = subscription_mrr_cents(subscription)
         row["subscribers"] += 1
-        row["mrr_cents"] += subscription.plan.price_cents
+        row["seats"] += seats_of(subscription, paid=False)
+        row["mrr_cents"] += mrr_cents
+        if subscription.plan.per_seat:
+            seats_sold += seats_of(subscription, paid=False)
+            seat_mrr_cents += mrr_cents
     month_usage = (
         UsageRecord.objects.filter(created_at__gte=month_start)
         .values("plan_slug")
@@ -119,6 +139,11 @@ def business_numbers(*, now=None) -> BusinessNumbers:
         queue_depth=GenerationJob.objects.filter(status=JobStatus.QUEUED).count(),
         wait_p95_seconds=_p95(waits),
         gpu_hour_cost=settings.GPU_HOUR_COST,
+        workspaces=Workspace.objects.count(),
+        team_workspaces=Workspace.objects.filter(personal_of__isnull=True).count(),
+        team_members=Membership.objects.filter(workspace__personal_of__isnull=True).count(),
+        seats_sold=seats_sold,
+        seat_mrr=seat_mrr_cents / 100,
     )
 
 

@@ -10,12 +10,14 @@ import pytest
 from django.db import close_old_connections
 from django.utils import timezone
 
+from accounts.teams import workspace_create
 from accounts.workspaces import workspace_personal
-from billing.models import QuotaPeriod, Subscription, WebhookEvent
+from billing.models import BillingCustomer, QuotaPeriod, Subscription, WebhookEvent
 from billing.selectors import entitlements_for
 from billing.services.webhooks import webhook_receive
 from billing.stripe_client import sign
 from tests.billing import stripe_fakes as fake
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -239,3 +241,37 @@ def test_events_about_a_deleted_account_are_acknowledged_and_ignored(client, fre
     assert (gone.status_code, invoice.status_code) == (200, 200)
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"ignored"}
     assert not Subscription.objects.exists()
+
+
+def test_a_checkout_names_its_workspace_so_the_new_customer_and_its_subscription_land_there(
+    client, free_plan, pro_plan
+):
+    owner = UserFactory(email="team-owner@example.com")
+    team = workspace_create(owner=owner, name="Acme")
+    metadata = {"workspace_id": str(team.pk), "plan": "pro"}
+    session = {**fake.fixture("checkout_session"), "client_reference_id": str(team.pk), "metadata": metadata}
+
+    fake.deliver(client, fake.event("checkout.session.completed", session))
+    fake.deliver(client, fake.event("customer.subscription.created", fake.subscription(metadata=metadata)))
+    fake.deliver(client, fake.event("invoice.paid", fake.invoice()))
+
+    assert BillingCustomer.objects.get(stripe_customer_id="cus_TestCustomer0001").workspace == team
+    assert Subscription.objects.get().workspace == team
+    during = datetime.fromtimestamp(fake.PERIOD_START + 60, tz=UTC)
+    assert entitlements_for(team, now=during).plan.slug == "pro"
+    assert QuotaPeriod.objects.get().workspace == team
+    # The owner's own workspace is not the one that paid.
+    assert entitlements_for(workspace_personal(owner), now=during).plan.slug == "free"
+
+
+def test_a_subscription_made_before_workspaces_lands_in_its_users_personal_workspace(client, free_plan, pro_plan):
+    user = UserFactory(email="early@example.com")
+    personal = workspace_personal(user)  # as the workspaces migration gave every user
+    workspace_personal(UserFactory(email="bystander@example.com"))
+    legacy = fake.subscription(customer="cus_Legacy000001", metadata={"user_id": str(user.pk), "plan": "pro"})
+
+    assert fake.deliver(client, fake.event("customer.subscription.created", legacy)).status_code == 200
+
+    assert Subscription.objects.get().workspace == personal
+    during = datetime.fromtimestamp(fake.PERIOD_START + 60, tz=UTC)
+    assert entitlements_for(personal, now=during).plan.slug == "pro"

@@ -33,4 +33,7 @@ def free_plan(default_plan):
 
 @pytest.fixture
 def subscriber(pro_plan, free_plan, tiny_model_path):
-    return SubscriptionFactory(plan=pro_plan, user=UserFactory(email="pro@example.com")).user
+    """A user whose personal workspace subscribes to Pro."""
+    user = UserFactory(email="pro@example.com")
+    SubscriptionFactory(plan=pro_plan, user=user)
+    return user
