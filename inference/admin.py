@@ -11,6 +11,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "user",
+        "workspace",
         "model",
         "status",
         "finish_reason",
@@ -19,16 +20,16 @@ class GenerationJobAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("status", "model", "finish_reason", "source")
-    list_select_related = ("user",)
-    search_fields = ("user__email", "id")
-    raw_id_fields = ("user", "quota_period")
+    list_select_related = ("user", "workspace")
+    search_fields = ("user__email", "workspace__slug", "id")
+    raw_id_fields = ("user", "workspace", "quota_period")
     # Everything a service moves is read-only here: a status or a count edited by hand would
     # bypass the ledger (a reservation never released). Stop a job with the Cancel action.
     readonly_fields = (
         "status", "finish_reason", "error_message", "prompt_tokens", "completion_tokens", "quota_period",
         "tokens_reserved", "tokens_charged", "queue", "plan_slug", "attempts", "worker", "cancel_requested_at",
         "created_at", "enqueued_at", "started_at", "finished_at", "idempotency_key", "request_hash",
-        "texts_erased_at", "deleted_at", "user", "source", "model",
+        "texts_erased_at", "deleted_at", "user", "workspace", "source", "model",
     )  # fmt: skip
     actions = ["cancel"]
 

@@ -31,6 +31,11 @@ def job_ids_of(user) -> list[str]:
     return [str(pk) for pk in GenerationJob.objects.filter(user=user).values_list("pk", flat=True)]
 
 
+def job_ids_in(workspace) -> list[str]:
+    """The ids of every job of ``workspace``, deleted ones included (deleting the workspace)."""
+    return [str(pk) for pk in GenerationJob.objects.filter(workspace=workspace).values_list("pk", flat=True)]
+
+
 def job_history(member, *, query: str = "", status: str = "", model: str = "") -> QuerySet[GenerationJob]:
     jobs = jobs_of(member).order_by("-created_at")
     if query:

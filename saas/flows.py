@@ -15,7 +15,7 @@ from billing.services.subscriptions import billing_close
 from core.audit import audit_email_replace, audit_record
 from core.errors import Conflict
 from core.models import AuditAction
-from inference.selectors import job_ids_of
+from inference.selectors import job_ids_in, job_ids_of
 from inference.services import jobs_stop
 from inference.streams import streams_delete
 
@@ -73,3 +73,27 @@ def member_remove(*, membership, actor=None) -> int:
     workspace. Returns how many jobs were asked to stop."""
     teams.member_remove(membership=membership, actor=actor)
     return jobs_stop(user=membership.user, workspace=membership.workspace)
+
+
+def workspace_close(*, workspace, actor) -> None:
+    """Delete a team workspace, all or nothing as its owner sees it, in the order of an account
+    deletion: Stripe first (its subscription cancelled, its customer deleted with the cards; if
+    Stripe cannot be told, nothing changes), then in one transaction every member's queued and
+    running jobs there stop and settle, the stored Stripe events lose their personal fields, and
+    the workspace goes with its keys, jobs, ledger and usage; then its token streams leave Redis.
+    A personal workspace goes only with its account."""
+    if workspace.is_personal:
+        raise Conflict(
+            "A personal workspace is deleted only with its account (Account > Delete account).",
+            code="personal_workspace",
+        )
+    billing_close(workspace=workspace)
+    job_ids = job_ids_in(workspace)
+    with transaction.atomic():
+        for membership in members_of(workspace):
+            jobs_stop(user=membership.user, workspace=workspace)
+        billing_personal_data_erase(workspace=workspace)
+        audit_record(action=AuditAction.WORKSPACE_DELETED, user=actor, actor=actor, name=workspace.name,
+                     slug=workspace.slug)  # fmt: skip
+        workspace_delete(workspace=workspace)
+        transaction.on_commit(lambda: streams_delete(job_ids), robust=True)

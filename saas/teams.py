@@ -29,7 +29,7 @@ from accounts.workspaces import (
 )
 from billing.selectors import entitlements_for, member_usage_this_period, seats_for
 from core.errors import ApplicationError
-from saas.flows import member_remove
+from saas.flows import member_remove, workspace_close
 
 
 def _back(request, fallback: str):
@@ -198,6 +198,24 @@ def ownership_transfer(request, membership_id: int):
     except ApplicationError as error:
         return _done(request, error=error)
     return _done(request, f"{target.user.email} now owns {target.workspace.name}; you are an admin.")
+
+
+@member_required(Permission.WORKSPACE_DELETE)
+@require_POST
+def workspace_delete_view(request):
+    """Delete the current (team) workspace; its name typed back confirms it."""
+    workspace = request.membership.workspace
+    if request.POST.get("confirm", "").strip() != workspace.name:
+        messages.error(request, f"Type the workspace's name, {workspace.name}, to delete it. Nothing was deleted.")
+        return redirect("workspace_members")
+    try:
+        workspace_close(workspace=workspace, actor=request.user)
+    except ApplicationError as error:
+        messages.error(request, f"{workspace.name} was not deleted. {error.message}")
+        return redirect("workspace_members")
+    request.session.pop(SESSION_KEY, None)
+    messages.success(request, f"{workspace.name} was deleted, its subscription cancelled and its data erased.")
+    return redirect("inference:generate")
 
 
 def invitation_accept(request, token: str):

@@ -18,6 +18,7 @@ urlpatterns = [
     path("workspaces/switch/", teams.workspace_switch, name="workspace_switch"),
     path("workspaces/new/", teams.workspace_new, name="workspace_new"),
     path("workspace/members/", teams.members, name="workspace_members"),
+    path("workspace/delete/", teams.workspace_delete_view, name="workspace_delete"),
     path("workspace/members/invite/", teams.member_invite, name="workspace_invite"),
     path("workspace/members/<int:membership_id>/remove/", teams.member_remove_view, name="workspace_member_remove"),
     path("workspace/members/<int:membership_id>/role/", teams.member_role, name="workspace_member_role"),

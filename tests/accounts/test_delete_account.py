@@ -14,9 +14,10 @@ from django.db import models
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import User, Workspace, WorkspaceRole
 from accounts.services import pseudonym
-from accounts.workspaces import membership_personal, workspace_personal
+from accounts.teams import member_add, workspace_create
+from accounts.workspaces import members_of, membership_personal, workspace_personal
 from billing.models import BillingCustomer, Subscription, WebhookEvent
 from billing.services.personal_data import webhook_payloads_scrub_expired
 from core.audit import audit_record
@@ -93,6 +94,35 @@ def test_a_stripe_failure_deletes_nothing_and_keeps_the_user_signed_in(client, m
     account = client.get("/account/")
     assert account.status_code == 200  # still signed in
     assert EMAIL in account.content.decode()
+
+
+def test_deleting_is_refused_while_the_user_owns_a_team_with_other_members(client, member, live_stripe):
+    team = workspace_create(owner=member, name="Acme")
+    member_add(workspace=team, user=UserFactory(email="colleague@example.com"), role=WorkspaceRole.MEMBER, seats=5)
+    stripe = live_stripe({})
+
+    response = client.post("/account/delete/", {"confirm_email": EMAIL})
+
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "Your account was not deleted" in page and "transfer its ownership" in page
+    assert stripe.requests == []  # refused before Stripe is told anything
+    assert User.objects.filter(email=EMAIL).exists()
+    assert Workspace.objects.filter(pk=team.pk).exists()
+    assert Subscription.objects.get(workspace__personal_of=member).status == "active"
+
+
+def test_deleting_removes_the_users_own_workspaces_and_leaves_the_teams_they_joined(client, member):
+    own_team = workspace_create(owner=member, name="Solo")
+    joined = workspace_create(owner=UserFactory(email="boss@example.com"), name="Boss Co")
+    member_add(workspace=joined, user=member, role=WorkspaceRole.MEMBER, seats=5)
+    personal = workspace_personal(member)
+
+    response = client.post("/account/delete/", {"confirm_email": EMAIL})
+
+    assert response.status_code == 302
+    assert not Workspace.objects.filter(pk__in=[personal.pk, own_team.pk]).exists()
+    assert list(members_of(joined).values_list("user__email", flat=True)) == ["boss@example.com"]
 
 
 @pytest.mark.django_db(transaction=True)  # the streams go when the deletion commits

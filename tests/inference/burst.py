@@ -9,8 +9,6 @@ import json
 import sys
 import threading
 
-from accounts.workspaces import membership_personal
-
 
 def main(user_id: int, count: int) -> None:
     import django
@@ -19,17 +17,19 @@ def main(user_id: int, count: int) -> None:
     from django.db import close_old_connections
 
     from accounts.models import User
+    from accounts.workspaces import membership_personal
     from core.errors import ApplicationError
     from inference.services import job_submit
 
-    user = User.objects.get(pk=user_id)
+    # The user's personal workspace, as its owner: every thread submits into the one pool.
+    member = membership_personal(User.objects.get(pk=user_id))
     outcomes: list[str] = []
     start = threading.Barrier(count)
 
     def submit() -> None:
         start.wait()
         try:
-            job_submit(member=membership_personal(user), prompt="The lighthouse keeper", max_new_tokens=20)
+            job_submit(member=member, prompt="The lighthouse keeper", max_new_tokens=20)
             outcomes.append("accepted")
         except ApplicationError as error:
             outcomes.append(error.code)
