@@ -313,6 +313,15 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     return membership
 
 
+def invitations_email_replace(*, email: str, replacement: str) -> int:
+    """Put ``replacement`` where invitations name ``email`` (its account is being deleted; open
+    ones are withdrawn too). Returns how many changed."""
+    Invitation.objects.filter(email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    return Invitation.objects.filter(email__iexact=email).update(email=replacement)
+
+
 def invitations_open(workspace: Workspace):
     return Invitation.objects.filter(
         workspace=workspace, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()

@@ -50,6 +50,7 @@ def account_delete(*, user) -> None:
     with transaction.atomic():
         jobs_stop(user=user)
         audit_email_replace(user=user, email=email, replacement=pseudonym(email))
+        teams.invitations_email_replace(email=email, replacement=pseudonym(email))
         for workspace in owned:
             billing_personal_data_erase(workspace=workspace)
         audit_record(action=AuditAction.ACCOUNT_DELETED, user=None, email=pseudonym(email))
