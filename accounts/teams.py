@@ -286,11 +286,13 @@ def invitation_open_error(invitation: Invitation) -> str | None:
     return None
 
 
-def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
+def invitation_accept(*, invitation: Invitation, user: User, seats: int) -> Membership:
     """``user`` joins the workspace: once, before expiry, unless revoked, and only with the invited
     address verified on their account (a forwarded link is no use to someone else). The seat was
-    taken when the invitation was made."""
+    taken when the invitation was made; it is checked again (``seats`` now), since the owner may
+    have removed seats in Stripe's Portal meanwhile."""
     with transaction.atomic():
+        Workspace.objects.select_for_update().get(pk=invitation.workspace_id)
         invitation = Invitation.objects.select_for_update().select_related("workspace").get(pk=invitation.pk)
         problem = invitation_open_error(invitation)
         if problem is not None:
@@ -303,6 +305,12 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
                 status_code=403,
             )
         membership = Membership.objects.filter(workspace=invitation.workspace, user=user).first()
+        if membership is None and Membership.objects.filter(workspace=invitation.workspace).count() >= seats:
+            raise Conflict(
+                f"{invitation.workspace.name} has no free seat right now: ask its owner to add a seat, then open "
+                "this link again.",
+                code="no_seat_left",
+            )
         if membership is None:
             membership = Membership.objects.create(workspace=invitation.workspace, user=user, role=invitation.role)
             audit_record(

@@ -235,7 +235,9 @@ def invitation_accept(request, token: str):
         return render(request, "saas/invitation.html", context)
     if request.method == "POST":
         try:
-            membership = teams.invitation_accept(invitation=invitation, user=request.user)
+            membership = teams.invitation_accept(
+                invitation=invitation, user=request.user, seats=seats_for(invitation.workspace)
+            )
         except ApplicationError as error:
             context["problem"] = error.message
             return render(request, "saas/invitation.html", context, status=error.status_code)
