@@ -1,7 +1,8 @@
 # Every existing user gets their personal workspace (owner), and their API keys move into it.
-# New users get theirs from accounts.selectors.workspace_personal, on first need.
+# New users get theirs from accounts.workspaces.workspace_personal, on first need.
 
 from django.db import migrations
+from django.db.models import OuterRef, Subquery
 from django.utils.text import slugify
 
 
@@ -16,7 +17,10 @@ def personal_workspaces_create(apps, schema_editor):
             name=f"{user.email} (personal)"[:100], slug=f"{base}-{user.pk}", personal_of=user
         )
         Membership.objects.create(workspace=workspace, user=user, role="owner")
-        ApiKey.objects.filter(user=user, workspace__isnull=True).update(workspace=workspace)
+    # Every key still without a workspace, not only those of the users made one above: run again,
+    # this also moves a key that old code made for a user who already had their workspace.
+    personal = Subquery(Workspace.objects.filter(personal_of=OuterRef("user")).values("pk")[:1])
+    ApiKey.objects.filter(workspace__isnull=True).update(workspace=personal)
 
 
 class Migration(migrations.Migration):

@@ -44,14 +44,8 @@ BEFORE = [
     ("core", "0001_initial"),
 ]
 # Workspaces exist and are filled in, the user columns not dropped yet (before the 0008s / 0006).
+# These are also the data steps, each of which says it may run again (it only fills what is empty).
 FILLED = [
-    ("accounts", "0007_personal_workspaces"),
-    ("billing", "0007_workspaces_fill"),
-    ("inference", "0005_workspaces_fill"),
-    ("core", "0002_auditevent_workspace"),
-]
-# The data steps, each of which says it may run again (it only fills what is still empty).
-FILL_STEPS = [
     ("accounts", "0007_personal_workspaces"),
     ("billing", "0007_workspaces_fill"),
     ("inference", "0005_workspaces_fill"),
@@ -99,11 +93,10 @@ def before_workspaces(transactional_db):
     try:
         yield apps
     finally:
-        with connection.cursor():
-            tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
-            connection.ops.execute_sql_flush(
-                connection.ops.sql_flush(no_style(), tables, reset_sequences=True, allow_cascade=True)
-            )
+        tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
+        connection.ops.execute_sql_flush(
+            connection.ops.sql_flush(no_style(), tables, reset_sequences=True, allow_cascade=True)
+        )
         migrate(latest())
 
 
@@ -112,7 +105,11 @@ def seed(apps) -> dict:
     and numbers the assertions check against."""
     get = apps.get_model
     User_, ApiKey_ = get("accounts", "User"), get("accounts", "ApiKey")
-    Plan_, Customer_, Subscription_ = get("billing", "Plan"), get("billing", "BillingCustomer"), get("billing", "Subscription")
+    Plan_, Customer_, Subscription_ = (
+        get("billing", "Plan"),
+        get("billing", "BillingCustomer"),
+        get("billing", "Subscription"),
+    )
     Period_, TopUp_, Usage_ = get("billing", "QuotaPeriod"), get("billing", "QuotaTopUp"), get("billing", "UsageRecord")
     Job_, Audit_ = get("inference", "GenerationJob"), get("core", "AuditEvent")
     now = timezone.now()
@@ -274,7 +271,10 @@ def test_every_user_gets_one_personal_workspace_and_keeps_everything(before_work
         assert dict(current_apps.get_model(label).objects.values_list("pk", "user_id")) == before["owners"][label]
     # Money and account events: an event of a user's money or keys is in their workspace; their
     # sign-ins, and events of no user, are in none.
-    expected = {pk: (None if user is None or action in ACCOUNT_ACTIONS else user) for pk, (user, action) in before["audit"].items()}  # noqa: E501
+    expected = {
+        pk: (None if user is None or action in ACCOUNT_ACTIONS else user)
+        for pk, (user, action) in before["audit"].items()
+    }
     assert {e.pk: personal_owner_of(e.workspace_id) for e in AuditEvent.objects.all()} == expected
     assert AuditEvent.objects.get(pk=before["audit_nobody"]).workspace_id is None
     assert dict(AuditEvent.objects.values_list("pk", "user_id")) == {pk: u for pk, (u, _) in before["audit"].items()}
@@ -292,7 +292,12 @@ def test_every_user_gets_one_personal_workspace_and_keeps_everything(before_work
     # never paid is paid for none.
     for sub in Subscription.objects.all():
         assert (
-            sub.plan_id, sub.status, sub.stripe_subscription_id, sub.is_comp, sub.paid_plan_id, sub.paid_period_start
+            sub.plan_id,
+            sub.status,
+            sub.stripe_subscription_id,
+            sub.is_comp,
+            sub.paid_plan_id,
+            sub.paid_period_start,
         ) == before["subscriptions"][sub.pk]
         assert sub.seats == 1
     assert Subscription.objects.get(pk=before["paid"]).paid_seats == 1
@@ -352,12 +357,13 @@ def test_the_fill_steps_run_again_fill_only_what_is_new(before_workspaces):
 
     def state():
         rows = {
-            label: sorted(get(label).objects.values_list("pk", "workspace_id"))
-            for label in [*OWNED, "core.AuditEvent"]
+            label: sorted(get(label).objects.values_list("pk", "workspace_id")) for label in [*OWNED, "core.AuditEvent"]
         }
         rows["workspaces"] = sorted(Workspace_.objects.values_list("pk", "slug", "personal_of_id"))
         rows["members"] = sorted(get("accounts", "Membership").objects.values_list("workspace_id", "user_id", "role"))
-        rows["shares"] = sorted(get("billing", "MemberQuota").objects.values_list("quota_period_id", "user_id", "used", "reserved"))  # noqa: E501
+        rows["shares"] = sorted(
+            get("billing", "MemberQuota").objects.values_list("quota_period_id", "user_id", "used", "reserved")
+        )
         rows["paid_seats"] = sorted(get("billing", "Subscription").objects.values_list("pk", "paid_seats"))
         return rows
 
@@ -381,7 +387,7 @@ def test_the_fill_steps_run_again_fill_only_what_is_new(before_workspaces):
 
     loader = MigrationExecutor(connection).loader
     for _ in range(2):
-        for app_label, name in FILL_STEPS:
+        for app_label, name in FILLED:
             for operation in loader.get_migration(app_label, name).operations:
                 if hasattr(operation, "code"):
                     with connection.schema_editor() as editor:
