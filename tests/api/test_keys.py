@@ -68,7 +68,9 @@ def test_revoked_and_expired_keys_get_401(client, owner, api_key):
 
     revoked = _client(api_key).get("/api/v1/jobs")
 
-    expired_key, expired_raw = api_key_create(user=owner, workspace=workspace_personal(owner), name="old", expires_in_days=1)
+    expired_key, expired_raw = api_key_create(
+        user=owner, workspace=workspace_personal(owner), name="old", expires_in_days=1
+    )
     ApiKey.objects.filter(pk=expired_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     expired = _client(expired_raw).get("/api/v1/jobs")
 

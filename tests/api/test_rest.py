@@ -6,10 +6,13 @@ import pytest
 from django.db import close_old_connections
 from rest_framework.test import APIClient
 
-from accounts.workspaces import membership_personal
+from accounts.models import Membership, Workspace, WorkspaceRole
+from accounts.workspaces import membership_personal, workspace_personal
 from billing.models import QuotaPeriod
 from inference.models import GenerationJob
-from inference.services import job_submit
+from inference.outcome import JobOutcome
+from inference.services import job_claim, job_finish, job_submit
+from tests.factories import ApiKeyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -139,13 +142,56 @@ def test_another_users_job_is_404_through_the_api(api, owner, other_user):
     assert QuotaPeriod.objects.get(workspace__personal_of=other_user).reserved == other.tokens_reserved > 0
 
 
-def test_usage_reports_the_period_and_days(api):
+def test_usage_reports_the_period_and_days(api, owner):
     api.post("/api/v1/jobs", BODY, format="json")
 
     usage = api.get("/api/v1/usage").json()
 
     assert usage["allowance"] == 100_000 and usage["reserved"] > 0 and usage["used"] == 0
     assert usage["days"] and {"date", "tokens"} <= set(usage["days"][0])
+    # The key acts in the owner's personal workspace: its pool, one seat, the owner as its only member.
+    assert (usage["workspace"], usage["seats"]) == (workspace_personal(owner).slug, 1)
+    assert usage["member"] == {
+        "email": owner.email, "role": "owner", "tokens": 0, "jobs": 0, "monthly_token_cap": None,
+    }  # fmt: skip
+    assert usage["members"] == [usage["member"]]
+
+
+def _finished(member) -> GenerationJob:
+    job = job_submit(member=member, prompt="The lighthouse keeper", max_new_tokens=10)
+    job_finish(
+        job=job_claim(job_id=job.pk, worker="test"),
+        outcome=JobOutcome(text="wrote a letter", completion_tokens=4, finish_reason="length"),
+    )
+    return GenerationJob.objects.get(pk=job.pk)
+
+
+def _key_client(user, workspace) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiKeyFactory(user=user, workspace=workspace).raw}")
+    return client
+
+
+def test_a_member_sees_the_pool_and_their_own_usage_but_not_the_other_members(owner, other_user):
+    team = Workspace.objects.create(name="Team", slug="team")
+    boss = Membership.objects.create(workspace=team, user=owner, role=WorkspaceRole.OWNER)
+    member = Membership.objects.create(workspace=team, user=other_user, role=WorkspaceRole.MEMBER)
+    owner_job, member_job = _finished(boss), _finished(member)
+    _finished(membership_personal(other_user))  # the member's personal workspace is not the team's
+
+    mine = _key_client(other_user, team).get("/api/v1/usage").json()
+    everyone = _key_client(owner, team).get("/api/v1/usage").json()
+
+    assert mine["workspace"] == everyone["workspace"] == "team"
+    assert mine["used"] == everyone["used"] == owner_job.tokens_charged + member_job.tokens_charged
+    assert sum(day["tokens"] for day in mine["days"]) == member_job.tokens_charged
+    assert (mine["member"]["email"], mine["member"]["role"], mine["member"]["tokens"]) == (
+        other_user.email, "member", member_job.tokens_charged,
+    )  # fmt: skip
+    assert "members" not in mine
+    assert sorted((line["email"], line["tokens"]) for line in everyone["members"]) == sorted(
+        [(owner.email, owner_job.tokens_charged), (other_user.email, member_job.tokens_charged)]
+    )
 
 
 def test_an_unauthenticated_request_gets_the_envelope(db):

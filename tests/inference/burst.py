@@ -1,4 +1,5 @@
-"""Submit jobs for one user from many threads of this process; print what happened as JSON.
+"""Submit jobs for one user (into their personal workspace) from many threads of this process; print
+what happened as JSON.
 
 Run by tests in several processes at once:  python -m tests.inference.burst USER_ID COUNT
 """

@@ -11,7 +11,7 @@ import redis
 from django.test import Client
 
 from accounts.models import User
-from accounts.workspaces import membership_personal
+from accounts.workspaces import membership_personal, workspace_personal
 from billing.models import QuotaPeriod, UsageRecord
 from inference import streams
 from inference.models import GenerationJob, JobStatus
@@ -169,10 +169,17 @@ def test_the_usage_page_and_csv_show_the_users_tokens(signed_in, owner):
     _finished(UserFactory(email="someone@example.com"))
 
     page = signed_in.get("/usage/").content.decode()
-    rows = list(csv.DictReader(io.StringIO(signed_in.get("/usage/export.csv").content.decode())))
+    export = signed_in.get("/usage/export.csv")
+    reader = csv.DictReader(io.StringIO(export.content.decode()))
+    rows = list(reader)
 
     assert f'data-testid="period-total">{job.tokens_charged}<' in page
-    assert [(r["job_id"], int(r["tokens_charged"])) for r in rows] == [(str(job.pk), job.tokens_charged)]
+    # One line per job of the user's personal workspace, naming the member who ran it.
+    assert reader.fieldnames[:3] == ["created_at", "job_id", "member"]
+    assert [(r["job_id"], r["member"], int(r["tokens_charged"])) for r in rows] == [
+        (str(job.pk), owner.email, job.tokens_charged)
+    ]
+    assert f"inkwell-usage-{workspace_personal(owner).slug}.csv" in export["Content-Disposition"]
 
 
 def test_deleting_the_account_removes_the_user_and_their_data(signed_in, owner):

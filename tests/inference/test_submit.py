@@ -7,7 +7,7 @@ import math
 import pytest
 
 from accounts.workspaces import membership_personal
-from billing.models import QuotaPeriod
+from billing.models import MemberQuota, QuotaPeriod
 from core.errors import ApplicationError, QuotaExceeded, RateLimited
 from inference.models import GenerationJob, JobStatus
 from inference.services import job_cancel, job_submit
@@ -136,6 +136,7 @@ def test_no_quota_left_says_how_much_remains_and_when_it_resets(owner):
 
     assert error.value.status_code == 402
     assert error.value.code == "insufficient_quota"
+    assert "Not enough tokens left in this workspace's pool" in error.value.message
     assert "50 remain until the reset on" in error.value.message
     assert GenerationJob.objects.filter(user=owner).count() == 1
     assert QuotaPeriod.objects.get(workspace__personal_of=owner).reserved == first.tokens_reserved
@@ -149,7 +150,7 @@ def test_over_the_concurrency_limit_is_refused(owner):
         job_submit(member=membership_personal(owner), prompt="three", max_new_tokens=10)
 
     assert error.value.code == "concurrency_limit_exceeded"
-    assert "allows 2 at once" in error.value.message
+    assert "This workspace has 2 jobs queued or running; its plan allows 2 at once" in error.value.message
     assert GenerationJob.objects.filter(user=owner).count() == 2
 
 
@@ -178,4 +179,6 @@ def test_cancelling_a_queued_job_releases_its_reservation_at_once(owner):
     assert job.finish_reason == "cancelled"
     period = QuotaPeriod.objects.get(workspace__personal_of=owner)
     assert (period.reserved, period.used) == (0, 0)
+    # The member's own line under the pool is released too, so a cap is not eaten by a cancel.
+    assert MemberQuota.objects.filter(quota_period=period, user=owner).values_list("reserved", "used").get() == (0, 0)
     assert job.usage.tokens_charged == 0

@@ -136,7 +136,6 @@ def intruder(request, acme, outsider, other_user) -> Intruder:
 OBJECT_URLS = [
     pytest.param("get", "/jobs/{%s}/", None, id="job-page"),
     pytest.param("get", "/jobs/{%s}/status/", None, id="job-status"),
-    pytest.param("get", "/jobs/{%s}/stream", None, id="job-stream"),
     pytest.param("get", "/jobs/{%s}/download.txt", None, id="download-txt"),
     pytest.param("get", "/jobs/{%s}/download.md", None, id="download-md"),
     pytest.param("get", "/generate/?from={%s}", None, id="generate-from"),
@@ -216,7 +215,6 @@ def test_an_intruders_own_pages_show_nothing_of_another_workspace(intruder, acme
     [
         ("get", "/api/v1/jobs/{%s}"),
         ("post", "/api/v1/jobs/{%s}/cancel"),
-        ("get", "/api/v1/jobs/{%s}/stream"),
     ],
 )
 @pytest.mark.parametrize("job", ACME_JOBS)
@@ -231,7 +229,31 @@ def test_an_intruders_key_gets_404_for_another_workspaces_jobs(intruder, acme, m
     assert state(acme.team, acme.rival) == before
 
 
-@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/jobs?q=secret", "/api/v1/usage", "/v1/models"])
+# The event streams and the /v1 views are async and give their database connection back early,
+# which only works outside the test's transaction: these tests commit their rows.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("job", ACME_JOBS)
+@pytest.mark.parametrize("path", ["/jobs/{%s}/stream", "/api/v1/jobs/{%s}/stream"])
+def test_another_workspaces_job_stream_is_a_404_to_an_intruder(intruder, acme, path, job):
+    before = state(acme.team, acme.rival)
+    client = intruder.api if path.startswith("/api/") else intruder.browser
+
+    response = client.get((path % job).format(**acme.ids))
+
+    assert response.status_code == 404
+    _shows_none_of(response, acme.secrets)
+    assert state(acme.team, acme.rival) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/jobs",
+        "/api/v1/jobs?q=secret",
+        "/api/v1/usage",
+        pytest.param("/v1/models", marks=pytest.mark.django_db(transaction=True)),
+    ],
+)
 def test_an_intruders_key_lists_nothing_of_another_workspace(intruder, acme, path):
     response = intruder.api.get(path)
 
@@ -408,7 +430,11 @@ def test_an_admin_sees_every_key_of_the_workspace_and_revokes_a_members(acme, ad
 @pytest.mark.parametrize("job", ["rival_done", "member_personal", "colleague_done", "owner_queued"])
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("get", "/api/v1/jobs/{%s}"), ("post", "/api/v1/jobs/{%s}/cancel"), ("get", "/api/v1/jobs/{%s}/stream")],
+    [
+        ("get", "/api/v1/jobs/{%s}"),
+        ("post", "/api/v1/jobs/{%s}/cancel"),
+        pytest.param("get", "/api/v1/jobs/{%s}/stream", marks=pytest.mark.django_db(transaction=True)),
+    ],
 )
 def test_a_key_made_in_a_workspace_reaches_only_its_makers_jobs_there(acme, job, method, path):
     """The member's Acme key: not Globex's jobs, not the member's own personal-workspace job, not a
@@ -431,7 +457,9 @@ def test_a_key_lists_its_makers_jobs_in_its_workspace_only(acme):
     }
 
 
-@pytest.mark.parametrize("path", ["/api/v1/usage", "/v1/models", "/api/v1/ping"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/usage", "/api/v1/ping", pytest.param("/v1/models", marks=pytest.mark.django_db(transaction=True))]
+)
 def test_a_keys_quota_headers_are_its_workspaces_pool(acme, member, path):
     acme_pool = QuotaPeriod.objects.get(workspace=acme.team)
     personal_pool = QuotaPeriod.objects.get(workspace=workspace_personal(member))
@@ -446,6 +474,7 @@ def test_a_keys_quota_headers_are_its_workspaces_pool(acme, member, path):
     assert int(in_personal["x-quota-remaining-tokens"]) == personal_pool.remaining
 
 
+@pytest.mark.django_db(transaction=True)
 def test_chat_completions_with_another_workspaces_key_spend_that_workspaces_pool(acme, other_user):
     """Globex's pool is spent, Acme's is full: Globex's key is refused for Globex's pool, and
     nothing of Acme moves."""
@@ -478,7 +507,7 @@ def test_chat_completions_with_another_workspaces_key_spend_that_workspaces_pool
     [
         ("get", "/jobs/{%s}/"),
         ("get", "/jobs/{%s}/status/"),
-        ("get", "/jobs/{%s}/stream"),
+        pytest.param("get", "/jobs/{%s}/stream", marks=pytest.mark.django_db(transaction=True)),
         ("get", "/jobs/{%s}/download.txt"),
         ("get", "/generate/?from={%s}"),
         ("post", "/jobs/{%s}/cancel/"),
