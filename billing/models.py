@@ -243,8 +243,11 @@ class MemberQuota(models.Model):
 class UsageRecord(models.Model):
     """What one finished job cost: the source of usage charts, exports and business numbers."""
 
-    # The member who ran the job, and the workspace whose pool paid for it.
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    # The member who ran the job (none once their account is deleted: a team keeps its numbers),
+    # and the workspace whose pool paid for it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="usage_records"
+    )
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="usage_records")
     job = models.OneToOneField("inference.GenerationJob", on_delete=models.SET_NULL, null=True, related_name="usage")
     quota_period = models.ForeignKey(QuotaPeriod, on_delete=models.CASCADE, related_name="usage_records")

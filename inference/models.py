@@ -56,8 +56,12 @@ class GenerationJob(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # The member who ran it, in the workspace whose pool pays for it.
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_jobs")
+    # The member who ran it, in the workspace whose pool pays for it. A member's account deleted:
+    # their jobs in their personal workspace go with it, those in teams stay, with no user, so the
+    # team's numbers still add up.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="generation_jobs"
+    )
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="generation_jobs")
     source = models.CharField(max_length=10, choices=JobSource.choices, default=JobSource.WEB)
     model = models.CharField(max_length=100)

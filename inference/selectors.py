@@ -116,6 +116,9 @@ def usage_by_member(workspace, *, start, end) -> list[dict]:
     )
 
 
+DELETED_ACCOUNT = "(deleted account)"
+
+
 def member_usage_lines(workspace, *, start, end) -> list[dict]:
     """One line per member (and per former member with usage) for [start, end): email, role
     (blank when gone), tokens, jobs and monthly cap; current members first, most tokens first."""
@@ -135,7 +138,7 @@ def member_usage_lines(workspace, *, start, end) -> list[dict]:
         )
     lines.sort(key=lambda line: (-line["tokens"], line["email"]))
     gone = [
-        {"user_id": uid, "email": row["user__email"], "role": "", "tokens": row["tokens"] or 0,
+        {"user_id": uid, "email": row["user__email"] or DELETED_ACCOUNT, "role": "", "tokens": row["tokens"] or 0,
          "jobs": row["jobs"], "monthly_token_cap": None}
         for uid, row in used.items()
     ]  # fmt: skip

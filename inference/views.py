@@ -26,6 +26,7 @@ from inference.forms import GenerateForm, chat_messages, parse_history
 from inference.live import StreamSlot, event_stream_response, holding, job_events, release_database, too_many_streams
 from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import (
+    DELETED_ACCOUNT,
     job_history,
     job_of_async,
     jobs_of,
@@ -358,7 +359,8 @@ def usage_export(request):
     )  # fmt: skip
     for record in usage_records(membership.workspace, user=_usage_scope(membership)).iterator():
         writer.writerow(
-            [record.created_at.isoformat(), record.job_id or "", record.user.email, record.model, record.status,
+            [record.created_at.isoformat(), record.job_id or "", record.user.email if record.user else DELETED_ACCOUNT,
+             record.model, record.status,
              record.prompt_tokens, record.completion_tokens, record.tokens_charged, record.queue_wait_ms,
              record.run_ms]
         )  # fmt: skip

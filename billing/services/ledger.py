@@ -31,8 +31,13 @@ def quota_reserve(*, period: QuotaPeriod, tokens: int, user, cap: int | None = N
     """Reserve ``tokens`` in the pool and in ``user``'s sub-ledger, each with one conditional
     UPDATE: the pool's succeeds only while the allowance still covers them, the member's only while
     their ``cap`` (None: no cap) does, so concurrent submits from any number of processes can
-    overspend neither. The caller holds the period's row lock and runs this in its transaction, so a
-    refusal by either leaves both as they were."""
+    overspend neither. Callers hold the period's row lock (job_submit does); the two updates are one
+    savepoint, so a refusal by either leaves both as they were."""
+    with transaction.atomic():
+        _reserve(period=period, tokens=tokens, user=user, cap=cap)
+
+
+def _reserve(*, period: QuotaPeriod, tokens: int, user, cap: int | None) -> None:
     member, _ = MemberQuota.objects.get_or_create(quota_period=period, user=user)
     members = MemberQuota.objects.filter(pk=member.pk)
     if cap is not None and not members.filter(used__lte=cap - tokens - F("reserved")).update(

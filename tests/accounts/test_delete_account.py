@@ -17,8 +17,8 @@ from django.utils import timezone
 from accounts.models import User, Workspace, WorkspaceRole
 from accounts.services import pseudonym
 from accounts.teams import member_add, workspace_create
-from accounts.workspaces import members_of, membership_personal, workspace_personal
-from billing.models import BillingCustomer, Subscription, WebhookEvent
+from accounts.workspaces import SESSION_KEY, members_of, membership_personal, workspace_personal
+from billing.models import BillingCustomer, QuotaPeriod, Subscription, UsageRecord, WebhookEvent
 from billing.services.personal_data import webhook_payloads_scrub_expired
 from core.audit import audit_record
 from core.models import AuditAction, AuditEvent
@@ -123,6 +123,32 @@ def test_deleting_removes_the_users_own_workspaces_and_leaves_the_teams_they_joi
     assert response.status_code == 302
     assert not Workspace.objects.filter(pk__in=[personal.pk, own_team.pk]).exists()
     assert list(members_of(joined).values_list("user__email", flat=True)) == ["boss@example.com"]
+
+
+def test_a_deleted_members_work_in_a_team_stays_in_the_teams_numbers_without_them(client, member, settings):
+    settings.BILLING_SANDBOX = True
+    boss = UserFactory(email="boss@example.com")
+    joined = workspace_create(owner=boss, name="Boss Co")
+    membership = member_add(workspace=joined, user=member, role=WorkspaceRole.MEMBER, seats=5)
+    job = job_submit(member=membership, prompt="Team notes", max_new_tokens=5)
+    pool = QuotaPeriod.objects.get(workspace=joined)
+
+    response = client.post("/account/delete/", {"confirm_email": EMAIL})
+
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert (job.user_id, job.workspace_id, job.status) == (None, joined.pk, "cancelled")
+    record = UsageRecord.objects.get(job=job)
+    assert record.user_id is None and record.workspace_id == joined.pk
+    pool.refresh_from_db()
+    assert pool.reserved == 0 and pool.used == job.tokens_charged
+    client.force_login(boss)
+    session = client.session
+    session[SESSION_KEY] = joined.pk
+    session.save()
+    lines = client.get("/usage/export.csv").content.decode().splitlines()
+    assert lines[1].split(",")[2] == "(deleted account)"
+    assert EMAIL not in "\n".join(lines)
 
 
 @pytest.mark.django_db(transaction=True)  # the streams go when the deletion commits

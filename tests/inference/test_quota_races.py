@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from billing.models import QuotaPeriod
+from billing.models import MemberQuota, QuotaPeriod
 from inference.catalog import prompt_token_ids
 from inference.models import GenerationJob
 from tests.support import BASE_DIR, process_env
@@ -47,6 +47,8 @@ def test_fifty_concurrent_submits_from_five_processes_with_room_for_ten_accept_e
     period = QuotaPeriod.objects.get(workspace__personal_of=subscriber)
     assert period.reserved == per_job * 10 == period.allowance
     assert period.used == 0
+    # The member's own line under the pool holds exactly what the pool does: no lost update.
+    assert MemberQuota.objects.get(quota_period=period, user=subscriber).reserved == per_job * 10
 
 
 def test_concurrent_submits_never_exceed_the_plans_concurrency_limit(subscriber, pro_plan):

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from accounts.workspaces import membership_personal
+from accounts.models import Membership, Workspace, WorkspaceRole
+from accounts.workspaces import membership_personal, workspace_personal
 from billing.models import MemberQuota, QuotaPeriod
 from core.errors import ApplicationError, QuotaExceeded, RateLimited
 from inference.models import GenerationJob, JobStatus
@@ -167,6 +168,25 @@ def test_over_the_requests_per_minute_is_refused(owner, free_plan):
     assert error.value.status_code == 429
     assert error.value.code == "rate_limit_exceeded"
     assert GenerationJob.objects.filter(user=owner).count() == 3
+
+
+def test_the_requests_per_minute_are_the_workspaces_shared_by_its_members(owner, other_user, free_plan):
+    free_plan.max_concurrent_jobs = 100
+    free_plan.requests_per_minute = 3
+    free_plan.save()
+    team = Workspace.objects.create(name="Team", slug="team")
+    boss = Membership.objects.create(workspace=team, user=owner, role=WorkspaceRole.OWNER)
+    member = Membership.objects.create(workspace=team, user=other_user, role=WorkspaceRole.MEMBER)
+    for _ in range(3):
+        job_submit(member=boss, prompt="Hi", max_new_tokens=5)
+
+    with pytest.raises(RateLimited) as error:
+        job_submit(member=member, prompt="Hi", max_new_tokens=5)
+    elsewhere = job_submit(member=membership_personal(other_user), prompt="Hi", max_new_tokens=5)
+
+    assert error.value.code == "rate_limit_exceeded"
+    assert not GenerationJob.objects.filter(workspace=team, user=other_user).exists()
+    assert elsewhere.workspace == workspace_personal(other_user)  # another workspace has its own minute
 
 
 def test_cancelling_a_queued_job_releases_its_reservation_at_once(owner):

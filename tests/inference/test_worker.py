@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from accounts.workspaces import membership_personal
-from billing.models import QuotaPeriod, UsageRecord
+from billing.models import MemberQuota, QuotaPeriod, UsageRecord
 from inference.catalog import prompt_token_ids
 from inference.engine import ModelSpec, load_model
 from inference.models import JobStatus
@@ -59,6 +59,10 @@ def test_a_submitted_job_runs_on_the_worker_streams_and_is_charged_exactly(celer
         job.tokens_charged,
     )
     assert usage.worker == job.worker and usage.plan_slug == "pro"
+    # Charged to the personal workspace's pool and to the member's own line under it.
+    assert (usage.user_id, usage.workspace_id) == (subscriber.pk, period.workspace_id)
+    member_line = MemberQuota.objects.get(quota_period=period, user=subscriber)
+    assert (member_line.reserved, member_line.used) == (0, job.tokens_charged)
     events = stream_events(job)
     assert events[0]["event"] == "start"
     assert streamed_text(job) == job.output_text

@@ -22,7 +22,6 @@ import sys
 sys.path.insert(0, {root!r})  # site runs before the working directory joins the path
 
 from inference.engine import Engine
-from accounts.workspaces import membership_personal
 
 
 def _broken(self):
