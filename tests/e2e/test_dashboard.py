@@ -12,7 +12,7 @@ from accounts.models import User
 from billing.models import QuotaPeriod
 from billing.selectors import calendar_month
 from inference.models import GenerationJob
-from tests.e2e.helpers import sign_in, verification_link
+from tests.e2e.helpers import generate, sign_in, verification_link
 from tests.factories import PASSWORD, PlanFactory, QuotaPeriodFactory, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -24,14 +24,6 @@ def free_plan(db, tiny_model_path):
         slug="free", name="Free", is_default=True, price_cents=0, monthly_token_allowance=50_000,
         max_new_tokens=1000, max_prompt_tokens=500, max_concurrent_jobs=4, requests_per_minute=60,
     )  # fmt: skip
-
-
-def _generate(page, prompt: str, max_new_tokens: int) -> None:
-    page.get_by_role("textbox", name="Prompt").fill(prompt)
-    page.get_by_text("Advanced settings").click()
-    page.get_by_label("Max new tokens").fill(str(max_new_tokens))
-    page.get_by_label("Temperature").fill("0")
-    page.get_by_role("button", name="Generate").click()
 
 
 def test_sign_up_generate_watch_the_stream_and_find_it_in_history(
@@ -51,7 +43,7 @@ def test_sign_up_generate_watch_the_stream_and_find_it_in_history(
     expect(page.get_by_test_id("quota-meter")).to_contain_text("0 / 50,000")
     page.get_by_role("textbox", name="Prompt").fill("The river runs past the old mill")
     expect(page.get_by_test_id("token-counter")).to_contain_text("/ 500 prompt tokens")
-    _generate(page, "The river runs past the old mill", 40)
+    generate(page, "The river runs past the old mill", 40)
 
     expect(page.get_by_test_id("job-status")).to_have_text("succeeded", timeout=60_000)
     job = GenerationJob.objects.get(user__email=email)
@@ -88,7 +80,7 @@ def test_stopping_a_generation_keeps_the_text_and_charges_only_what_was_generate
     sign_in(page, web_server.url, user.email)
     page.goto(web_server.url + "/generate/")
 
-    _generate(page, "Once upon a time", 1000)
+    generate(page, "Once upon a time", 1000)
     expect(page.get_by_test_id("output-text")).not_to_be_empty(timeout=30_000)
     page.get_by_role("button", name="Stop").click()
 
@@ -108,7 +100,7 @@ def test_with_no_tokens_left_the_form_says_so_and_when_they_reset(page, web_serv
     period_start, period_end = calendar_month(timezone.now())
     QuotaPeriodFactory(user=user, period_start=period_start, period_end=period_end, allowance=50_000, used=50_000)
 
-    _generate(page, "Hello", 20)
+    generate(page, "Hello", 20)
 
     expect(page.get_by_test_id("form-error")).to_contain_text("Not enough tokens left this period")
     expect(page.get_by_test_id("form-error")).to_contain_text("0 remain until the reset on")

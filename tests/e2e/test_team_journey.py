@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from accounts.models import Membership
 from billing.models import QuotaPeriod, Subscription
 from inference.models import GenerationJob
-from tests.e2e.helpers import sign_in, verification_link
+from tests.e2e.helpers import generate, sign_in, verification_link
 from tests.factories import PASSWORD, PlanFactory, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -37,14 +37,6 @@ def _invitation_link(mails: list[str], email: str) -> str:
             if match:
                 return match.group(0)
     raise AssertionError(f"no invitation mail to {email} among {len(mails)} messages")
-
-
-def _generate(page, prompt: str, max_new_tokens: int) -> None:
-    page.get_by_role("textbox", name="Prompt").fill(prompt)
-    page.get_by_text("Advanced settings").click()
-    page.get_by_label("Max new tokens").fill(str(max_new_tokens))
-    page.get_by_label("Temperature").fill("0")
-    page.get_by_role("button", name="Generate").click()
 
 
 def test_an_owner_buys_seats_invites_a_member_who_generates_and_is_capped(
@@ -97,7 +89,7 @@ def test_an_owner_buys_seats_invites_a_member_who_generates_and_is_capped(
 
     # The member generates in the team's workspace, from its pool.
     member.goto(web_server.url + "/generate/")
-    _generate(member, "The team meets on Monday", 30)
+    generate(member, "The team meets on Monday", 30)
     expect(member.get_by_test_id("job-status")).to_have_text("succeeded", timeout=60_000)
     job = GenerationJob.objects.get(user__email=member_email)
     assert job.workspace_id == subscription.workspace_id
@@ -119,7 +111,7 @@ def test_an_owner_buys_seats_invites_a_member_who_generates_and_is_capped(
     # The member hits the cap: the message says which limit, and nothing was queued.
     member.goto(web_server.url + "/generate/")
     expect(member.get_by_test_id("cap-meter")).to_contain_text(f"{job.tokens_charged} / {job.tokens_charged}")
-    _generate(member, "One more line, please", 30)
+    generate(member, "One more line, please", 30)
     expect(member.get_by_text("Your monthly cap in this workspace is reached")).to_be_visible()
     member.screenshot(path=str(artifacts_dir / "team-member-capped.png"), full_page=True)
     assert GenerationJob.objects.filter(user__email=member_email).count() == 1
