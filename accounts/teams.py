@@ -124,7 +124,7 @@ def member_cap_parse(value) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip().replace(",", "").replace("_", "")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to isdigit(), not to int()
         raise ApplicationError(
             f"A cap is a whole number of tokens, like 50000, or empty for no cap; got {str(value)[:40]!r}.",
             param="monthly_token_cap",

@@ -108,6 +108,12 @@ def members(request):
     )
 
 
+def _owner_only(request, message: str) -> None:
+    """Admins manage members; what touches the owner or other admins is the owner's alone."""
+    if not allows(request.membership, Permission.OWNERSHIP_TRANSFER):
+        raise PermissionDenied(message)
+
+
 def _done(request, message: str | None = None, error: ApplicationError | None = None):
     if error is not None:
         messages.error(request, error.message)
@@ -120,11 +126,14 @@ def _done(request, message: str | None = None, error: ApplicationError | None = 
 @require_POST
 def member_invite(request):
     workspace = request.membership.workspace
+    role = request.POST.get("role", WorkspaceRole.MEMBER)
+    if role == WorkspaceRole.ADMIN:
+        _owner_only(request, "Only the workspace's owner can make admins, by invitation too.")
     try:
         invitation = teams.invitation_create(
             workspace=workspace,
             email=request.POST.get("email", ""),
-            role=request.POST.get("role", WorkspaceRole.MEMBER),
+            role=role,
             seats=seats_for(workspace),
             invited_by=request.user,
         )
@@ -150,8 +159,8 @@ def invitation_revoke(request, invitation_id: int):
 @require_POST
 def member_remove_view(request, membership_id: int):
     target = _target(request, membership_id)
-    if target.role == WorkspaceRole.ADMIN and not allows(request.membership, Permission.OWNERSHIP_TRANSFER):
-        raise PermissionDenied("Only the workspace's owner can remove an admin.")
+    if target.role == WorkspaceRole.ADMIN:
+        _owner_only(request, "Only the workspace's owner can remove an admin.")
     try:
         stopped = member_remove(membership=target, actor=request.user)
     except ApplicationError as error:
@@ -164,10 +173,8 @@ def member_remove_view(request, membership_id: int):
 @require_POST
 def member_role(request, membership_id: int):
     target = _target(request, membership_id)
-    if not allows(request.membership, Permission.OWNERSHIP_TRANSFER) and (
-        target.role == WorkspaceRole.ADMIN or request.POST.get("role") == WorkspaceRole.ADMIN
-    ):
-        raise PermissionDenied("Only the workspace's owner can make or unmake admins.")
+    if target.role == WorkspaceRole.ADMIN or request.POST.get("role") == WorkspaceRole.ADMIN:
+        _owner_only(request, "Only the workspace's owner can make or unmake admins.")
     try:
         teams.member_role_set(membership=target, role=request.POST.get("role", ""), actor=request.user)
     except ApplicationError as error:
@@ -179,6 +186,9 @@ def member_role(request, membership_id: int):
 @require_POST
 def member_cap(request, membership_id: int):
     target = _target(request, membership_id)
+    if target.role != WorkspaceRole.MEMBER and target.user_id != request.user.pk:
+        # An admin caps members (and themselves); the owner caps anyone.
+        _owner_only(request, "Only the workspace's owner can cap the owner or another admin.")
     try:
         cap = teams.member_cap_parse(request.POST.get("monthly_token_cap"))
         teams.member_cap_set(membership=target, cap=cap, actor=request.user)

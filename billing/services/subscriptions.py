@@ -38,7 +38,7 @@ def seats_parse(value, *, plan: Plan, people: int = 1) -> int:
     if not plan.per_seat:
         return 1
     text = str(value if value is not None else 1).strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to isdigit(), not to int()
         raise ApplicationError(f"Seats must be a whole number, like 3; got {text[:20]!r}.", param="seats")
     seats = int(text)
     if seats < 1 or seats > MAX_SEATS:

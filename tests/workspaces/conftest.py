@@ -90,4 +90,3 @@ def deliveries(monkeypatch) -> list[tuple[str, list[dict]]]:
     sent: list[tuple[str, list[dict]]] = []
     monkeypatch.setattr("billing.tasks.sandbox_deliver.delay", lambda url, events: sent.append((url, events)))
     return sent
-

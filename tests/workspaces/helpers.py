@@ -32,9 +32,7 @@ def finished_job(user, workspace, *, prompt: str, text: str, completion_tokens: 
     """A job ``user`` ran in ``workspace`` through job_submit, then finished as a worker would."""
     job = job_submit(member=membership(user, workspace), prompt=prompt, max_new_tokens=10)
     claimed = job_claim(job_id=job.pk, worker="test")
-    job_finish(
-        job=claimed, outcome=JobOutcome(text=text, completion_tokens=completion_tokens, finish_reason="length")
-    )
+    job_finish(job=claimed, outcome=JobOutcome(text=text, completion_tokens=completion_tokens, finish_reason="length"))
     return GenerationJob.objects.get(pk=job.pk)
 
 
@@ -43,20 +41,31 @@ def queued_job(user, workspace, *, prompt: str, max_new_tokens: int = 10) -> Gen
 
 
 def state(*workspaces) -> dict:
-    """Everything a request could change in ``workspaces`` (and every API key), to compare before
-    and after: jobs, keys, members, invitations, the ledger and its sub-ledger, subscriptions,
-    Stripe customers, usage records."""
+    """Everything a request could change in ``workspaces``, to compare before and after: jobs, API
+    keys, members, invitations, the ledger and its sub-ledger, subscriptions, Stripe customers,
+    usage records."""
     ids = [w.pk for w in workspaces]
     return {
         "jobs": list(
             GenerationJob.objects.filter(workspace_id__in=ids)
             .order_by("pk")
             .values_list(
-                "pk", "user_id", "status", "prompt", "output_text", "deleted_at", "cancel_requested_at",
-                "tokens_reserved", "tokens_charged",
+                "pk",
+                "user_id",
+                "status",
+                "prompt",
+                "output_text",
+                "deleted_at",
+                "cancel_requested_at",
+                "tokens_reserved",
+                "tokens_charged",
             )
-        ),  # fmt: skip
-        "keys": list(ApiKey.objects.order_by("pk").values_list("pk", "user_id", "workspace_id", "revoked_at")),
+        ),
+        "keys": list(
+            ApiKey.objects.filter(workspace_id__in=ids)
+            .order_by("pk")
+            .values_list("pk", "user_id", "workspace_id", "revoked_at")
+        ),
         "memberships": list(
             Membership.objects.filter(workspace_id__in=ids)
             .order_by("pk")

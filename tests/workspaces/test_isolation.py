@@ -38,6 +38,16 @@ class Acme:
     ids: dict[str, object]
     secrets: list[str]
 
+    @property
+    def everywhere(self) -> tuple:
+        """Both teams and the personal workspaces of the member and the outsider, who hold keys."""
+        return (
+            self.team,
+            self.rival,
+            self.jobs["member_personal"].workspace,
+            self.keys["outsider"].workspace,
+        )
+
 
 @pytest.fixture
 def acme(team, rival, owner, admin, member, colleague, other_user, outsider, team_plan) -> Acme:
@@ -151,13 +161,13 @@ ACME_JOBS = ["owner_done", "member_queued"]
 def test_another_workspaces_job_is_a_404_to_an_intruder_and_nothing_changes(
     intruder, acme, method, path, data, job, deliveries
 ):
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = _send(intruder.browser, method, path % job, data, acme.ids)
 
     assert response.status_code == 404
     _shows_none_of(response, acme.secrets)
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
     assert GenerationJob.objects.get(pk=acme.jobs["member_queued"].pk).status == JobStatus.QUEUED
 
 
@@ -184,13 +194,13 @@ WORKSPACE_OBJECT_URLS = [
 def test_another_workspaces_keys_members_invitations_and_billing_are_a_404_and_nothing_changes(
     intruder, acme, method, path, data, deliveries
 ):
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = _send(intruder.browser, method, path, data, acme.ids)
 
     assert response.status_code == 404
     _shows_none_of(response, acme.secrets)
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
     assert deliveries == []
     assert mail.outbox == []
     assert intruder.browser.session.get(SESSION_KEY) != acme.team.pk
@@ -201,13 +211,13 @@ def test_another_workspaces_keys_members_invitations_and_billing_are_a_404_and_n
              "/generate/", "/billing/"],
 )  # fmt: skip
 def test_an_intruders_own_pages_show_nothing_of_another_workspace(intruder, acme, path):
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = intruder.browser.get(path)
 
     assert response.status_code == 200
     _shows_none_of(response, acme.secrets)
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
 
 
 @pytest.mark.parametrize(
@@ -219,14 +229,14 @@ def test_an_intruders_own_pages_show_nothing_of_another_workspace(intruder, acme
 )
 @pytest.mark.parametrize("job", ACME_JOBS)
 def test_an_intruders_key_gets_404_for_another_workspaces_jobs(intruder, acme, method, path, job):
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = getattr(intruder.api, method)((path % job).format(**acme.ids))
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     _shows_none_of(response, acme.secrets)
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
 
 
 # The event streams and the /v1 views are async and give their database connection back early,
@@ -235,14 +245,14 @@ def test_an_intruders_key_gets_404_for_another_workspaces_jobs(intruder, acme, m
 @pytest.mark.parametrize("job", ACME_JOBS)
 @pytest.mark.parametrize("path", ["/jobs/{%s}/stream", "/api/v1/jobs/{%s}/stream"])
 def test_another_workspaces_job_stream_is_a_404_to_an_intruder(intruder, acme, path, job):
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
     client = intruder.api if path.startswith("/api/") else intruder.browser
 
     response = client.get((path % job).format(**acme.ids))
 
     assert response.status_code == 404
     _shows_none_of(response, acme.secrets)
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
 
 
 @pytest.mark.parametrize(
@@ -278,8 +288,9 @@ def test_switching_to_a_workspace_one_is_not_in_is_a_404_and_keeps_the_current_o
 
 MEMBER_REFUSED = [
     pytest.param("get", "/workspace/members/", None, id="members-page"),
-    pytest.param("post", "/workspace/members/invite/", {"email": "newcomer@example.com", "role": "member"},
-                 id="invite"),  # fmt: skip
+    pytest.param(
+        "post", "/workspace/members/invite/", {"email": "newcomer@example.com", "role": "member"}, id="invite"
+    ),
     pytest.param("post", "/workspace/members/{colleague_m}/remove/", None, id="remove-colleague"),
     pytest.param("post", "/workspace/members/{colleague_m}/role/", {"role": "admin"}, id="promote-colleague"),
     pytest.param("post", "/workspace/members/{member_m}/role/", {"role": "admin"}, id="promote-self"),
@@ -300,14 +311,14 @@ def test_a_member_is_refused_what_only_admins_or_the_owner_may_do_and_nothing_ch
     acme, member, method, path, data, deliveries
 ):
     browser = work_in(member, acme.team)
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = _send(browser, method, path, data, acme.ids)
 
     assert response.status_code == 403
     message = response.content.decode()
     assert "Only the workspace&#x27;s owner" in message and "your role is member" in message
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
     assert mail.outbox == [] and deliveries == []
 
 
@@ -317,8 +328,9 @@ ADMIN_REFUSED = [
     pytest.param("post", "/billing/portal/", None, "can manage billing", id="billing-portal"),
     pytest.param("post", "/billing/seats/", {"seats": "10"}, "can manage billing", id="billing-seats"),
     pytest.param("post", "/billing/subscribe/team/", {"seats": "3"}, "can manage billing", id="billing-subscribe"),
-    pytest.param("post", "/workspace/members/{colleague_m}/role/", {"role": "admin"}, "make or unmake admins",
-                 id="make-admin"),  # fmt: skip
+    pytest.param(
+        "post", "/workspace/members/{colleague_m}/role/", {"role": "admin"}, "make or unmake admins", id="make-admin"
+    ),
     pytest.param("post", "/workspace/members/{admin_m}/owner/", None, "transfer ownership", id="take-ownership"),
     pytest.param("post", "/workspace/members/{colleague_m}/owner/", None, "transfer ownership", id="give-ownership"),
 ]
@@ -329,13 +341,13 @@ def test_an_admin_is_refused_billing_ownership_and_making_admins_and_nothing_cha
     acme, admin, method, path, data, says, deliveries
 ):
     browser = work_in(admin, acme.team)
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = _send(browser, method, path, data, acme.ids)
 
     assert response.status_code == 403
     assert says in response.content.decode()
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
     assert mail.outbox == [] and deliveries == []
 
 
@@ -349,24 +361,24 @@ def test_an_admin_is_refused_billing_ownership_and_making_admins_and_nothing_cha
 def test_an_admin_can_neither_remove_nor_demote_another_admin(acme, admin, colleague, path, data, says):
     teams.member_role_set(membership=membership(colleague, acme.team), role=WorkspaceRole.ADMIN)
     browser = work_in(admin, acme.team)
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = _send(browser, "post", path, data, acme.ids)
 
     assert response.status_code == 403
     assert says in response.content.decode()
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
     assert membership(colleague, acme.team).role == WorkspaceRole.ADMIN
 
 
 def test_nobody_can_remove_the_owner(acme, admin, owner):
     browser = work_in(admin, acme.team)
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = browser.post(f"/workspace/members/{acme.ids['owner_m']}/remove/", follow=True)
 
     assert "The owner cannot be removed" in response.content.decode()
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
 
 
 def test_the_owner_makes_and_unmakes_admins_and_an_admin_manages_members(acme, owner, admin, member, colleague):
@@ -391,7 +403,7 @@ def test_the_owner_makes_and_unmakes_admins_and_an_admin_manages_members(acme, o
 
 def test_a_member_sees_and_revokes_only_their_own_keys(acme, member):
     browser = work_in(member, acme.team)
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     page = browser.get("/account/api/").content.decode()
 
@@ -401,7 +413,7 @@ def test_a_member_sees_and_revokes_only_their_own_keys(acme, member):
         assert other not in page
     for name in ("owner", "admin", "colleague", "rival", "member_personal"):
         assert browser.post(f"/account/api/{acme.keys[name].pk}/revoke/").status_code == 404, name
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
 
     browser.post(f"/account/api/{acme.keys['member'].pk}/revoke/")
     assert ApiKey.objects.get(pk=acme.keys["member"].pk).revoked_at is not None
@@ -417,10 +429,10 @@ def test_an_admin_sees_every_key_of_the_workspace_and_revokes_a_members(acme, ad
     for other in ("globex-owner-key", "member-personal-key", "outsider-key"):
         assert other not in page
     # Another workspace's key, and the member's key of their personal workspace, stay out of reach.
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
     for name in ("rival", "member_personal", "outsider"):
         assert browser.post(f"/account/api/{acme.keys[name].pk}/revoke/").status_code == 404, name
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
 
     browser.post(f"/account/api/{acme.keys['member'].pk}/revoke/")
     assert ApiKey.objects.get(pk=acme.keys["member"].pk).revoked_at is not None
@@ -440,12 +452,12 @@ def test_a_key_made_in_a_workspace_reaches_only_its_makers_jobs_there(acme, job,
     """The member's Acme key: not Globex's jobs, not the member's own personal-workspace job, not a
     colleague's job in Acme."""
     api = _api(acme.keys["member"].raw)
-    before = state(acme.team, acme.rival, workspace_personal(acme.jobs["member_personal"].user))
+    before = state(*acme.everywhere)
 
     response = getattr(api, method)((path % job).format(**acme.ids))
 
     assert response.status_code == 404
-    assert state(acme.team, acme.rival, workspace_personal(acme.jobs["member_personal"].user)) == before
+    assert state(*acme.everywhere) == before
 
 
 def test_a_key_lists_its_makers_jobs_in_its_workspace_only(acme):
@@ -480,7 +492,7 @@ def test_chat_completions_with_another_workspaces_key_spend_that_workspaces_pool
     nothing of Acme moves."""
     rival_pool = QuotaPeriod.objects.get(workspace=acme.rival)
     QuotaPeriod.objects.filter(pk=rival_pool.pk).update(used=rival_pool.allowance - rival_pool.reserved)
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
     jobs = GenerationJob.objects.count()
 
     response = _api(acme.keys["rival"].raw).post(
@@ -494,7 +506,7 @@ def test_chat_completions_with_another_workspaces_key_spend_that_workspaces_pool
     assert error["code"] == "insufficient_quota" and "workspace's pool" in error["message"]
     assert int(response["x-quota-limit-tokens"]) == rival_pool.allowance == 2 * 10_000
     assert int(response["x-quota-remaining-tokens"]) == 0
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
     assert GenerationJob.objects.count() == jobs
 
 
@@ -517,13 +529,13 @@ def test_chat_completions_with_another_workspaces_key_spend_that_workspaces_pool
 @pytest.mark.parametrize("job", ["member_done", "member_queued"])
 def test_a_members_jobs_are_theirs_alone_within_the_workspace(request, acme, who, method, path, job):
     browser = work_in(request.getfixturevalue(who), acme.team)
-    before = state(acme.team, acme.rival)
+    before = state(*acme.everywhere)
 
     response = _send(browser, method, path % job, None, acme.ids)
 
     assert response.status_code == 404
     _shows_none_of(response, ["Acme member draft", "member secret answer", "Acme member waiting"])
-    assert state(acme.team, acme.rival) == before
+    assert state(*acme.everywhere) == before
 
 
 def test_history_lists_only_ones_own_jobs_in_the_current_workspace(acme, colleague, member):
@@ -580,3 +592,50 @@ def test_the_usage_api_gives_members_their_own_numbers_and_admins_everyones(acme
     assert {line["email"] for line in as_admin["members"]} == {
         "owner@example.com", "admin@example.com", "member@example.com", "colleague@example.com",
     }  # fmt: skip
+
+
+def test_an_admin_cannot_make_an_admin_by_invitation_either(acme, admin, owner):
+    """Making admins is the owner's alone; an invitation with role=admin is the same act."""
+    Invitation.objects.filter(pk=acme.invitation.pk).update(revoked_at=acme.invitation.created_at)  # free a seat
+    before = state(*acme.everywhere)
+
+    response = work_in(admin, acme.team).post(
+        "/workspace/members/invite/", {"email": "new-admin@example.com", "role": "admin"}, follow=True
+    )
+
+    assert "owner can" in response.content.decode()
+    assert state(*acme.everywhere) == before
+    assert mail.outbox == []
+    # The owner may.
+    work_in(owner, acme.team).post("/workspace/members/invite/", {"email": "new-admin@example.com", "role": "admin"})
+    assert Invitation.objects.get(email="new-admin@example.com", revoked_at=None).role == WorkspaceRole.ADMIN
+
+
+@pytest.mark.parametrize("who", ["admin", "member"])
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("get", "{checkout_token}", None),
+        ("post", "{checkout_token}", {"action": "pay"}),
+        ("get", "{portal_token}", None),
+        ("post", "{portal_token}", {"action": "cancel_now"}),
+    ],
+)
+def test_the_sandbox_checkout_and_portal_of_ones_own_workspace_are_the_owners_alone(
+    request, acme, who, method, path, data, deliveries
+):
+    browser = work_in(request.getfixturevalue(who), acme.team)
+    before = state(*acme.everywhere)
+
+    response = _send(browser, method, path, data, acme.ids)
+
+    assert response.status_code == 404
+    assert deliveries == []
+    assert state(*acme.everywhere) == before
+
+
+def test_the_owner_opens_the_sandbox_checkout_and_portal_of_their_workspace(acme, owner):
+    browser = work_in(owner, acme.team)
+
+    assert browser.get(acme.ids["checkout_token"]).status_code == 200
+    assert browser.get(acme.ids["portal_token"]).status_code == 200
