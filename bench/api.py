@@ -37,6 +37,7 @@ from django.core.management import call_command
 
 from accounts.apikeys import api_key_create
 from accounts.models import User
+from accounts.workspaces import workspace_personal
 from billing.models import Plan
 from inference.models import GenerationJob
 from saas.embedded import EmbeddedRedis, die_with_parent, port_is_open
@@ -59,7 +60,7 @@ def setup_key() -> str:
     )  # fmt: skip
     user, _ = User.objects.get_or_create(email="bench-api@inkwell.local")
     GenerationJob.objects.filter(user=user).delete()
-    return api_key_create(user=user, name="bench")[1]
+    return api_key_create(user=user, workspace=workspace_personal(user), name="bench")[1]
 
 
 def call(conn: http.client.HTTPConnection, method: str, path: str, key: str) -> float:

@@ -33,7 +33,8 @@ django.setup()
 from django.conf import settings
 from django.core.management import call_command
 
-from accounts.models import User
+from accounts.models import Membership, User
+from accounts.workspaces import membership_personal
 from billing.models import Plan
 from inference import executor, services
 from inference.models import FINAL_STATUSES, GenerationJob
@@ -50,7 +51,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def setup_user() -> User:
+def setup_member() -> Membership:
     call_command("migrate", verbosity=0)
     call_command("seed", verbosity=0)
     plan, _ = Plan.objects.update_or_create(
@@ -69,7 +70,7 @@ def setup_user() -> User:
     Plan.objects.filter(pk=plan.pk).update(is_default=True)
     user, _ = User.objects.get_or_create(email="bench@inkwell.local")
     GenerationJob.objects.filter(user=user).delete()
-    return user
+    return membership_personal(user)
 
 
 def wait_final(ids: list, timeout: float = 300) -> None:
@@ -85,10 +86,10 @@ def claim_latencies(ids: list) -> list[float]:
     return [ms((started - created).total_seconds()) for created, started in rows]
 
 
-def through_celery(user: User, n: int) -> tuple[list[float], float]:
+def through_celery(member: Membership, n: int) -> tuple[list[float], float]:
     ids = []
     for _ in range(n):  # one at a time: latency of an idle system
-        job = services.job_submit(user=user, prompt="Hello", max_new_tokens=1)
+        job = services.job_submit(member=member, prompt="Hello", max_new_tokens=1)
         wait_final([job.pk])
         ids.append(job.pk)
     latencies = claim_latencies(ids)
@@ -97,7 +98,7 @@ def through_celery(user: User, n: int) -> tuple[list[float], float]:
 
     def submit_many(count: int) -> None:
         for _ in range(count):
-            job = services.job_submit(user=user, prompt="Hello", max_new_tokens=1)
+            job = services.job_submit(member=member, prompt="Hello", max_new_tokens=1)
             with lock:
                 burst.append(job.pk)
 
@@ -111,12 +112,12 @@ def through_celery(user: User, n: int) -> tuple[list[float], float]:
     return latencies, len(burst) / (time.perf_counter() - start)
 
 
-def direct(user: User, n: int) -> tuple[list[float], float]:
+def direct(member: Membership, n: int) -> tuple[list[float], float]:
     services.job_enqueue = lambda **kwargs: None  # no broker: the caller runs the job itself
     ids = []
     start = time.perf_counter()
     for _ in range(n):
-        job = services.job_submit(user=user, prompt="Hello", max_new_tokens=1)
+        job = services.job_submit(member=member, prompt="Hello", max_new_tokens=1)
         claimed = services.job_claim(job_id=job.pk, worker="direct")
         services.job_finish(job=claimed, outcome=executor.execute(claimed))
         ids.append(job.pk)
@@ -128,7 +129,7 @@ def main(n: int) -> None:
     if settings.REDIS_EMBEDDED:
         embedded = EmbeddedRedis(port=settings.EMBEDDED_REDIS_PORT)
         embedded.start()
-    user = setup_user()
+    member = setup_member()
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "saas", "worker", "--pool", "threads",
          "--concurrency", str(settings.WORKER_CONCURRENCY), "--queues", ",".join(ALL_QUEUES),
@@ -137,12 +138,12 @@ def main(n: int) -> None:
     )  # fmt: skip
     try:
         time.sleep(4)  # worker start-up
-        services.job_submit(user=user, prompt="warm-up", max_new_tokens=1)
-        celery_latency, celery_rate = through_celery(user, n)
+        services.job_submit(member=member, prompt="warm-up", max_new_tokens=1)
+        celery_latency, celery_rate = through_celery(member, n)
     finally:
         worker.terminate()
         worker.wait()
-    direct_latency, direct_rate = direct(user, n)
+    direct_latency, direct_rate = direct(member, n)
     if embedded is not None:
         embedded.stop()
     database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]

@@ -38,6 +38,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from accounts.models import User
+from accounts.workspaces import workspace_personal
 from billing import sandbox
 from billing.models import BillingCustomer, Plan, QuotaPeriod, Subscription, WebhookEvent
 from billing.stripe_client import event_payload, sign
@@ -55,9 +56,10 @@ def setup(customers: int) -> tuple[Plan, list[User]]:
     users = []
     for i in range(customers):
         user, _ = User.objects.get_or_create(email=f"bench-webhooks-{i}@inkwell.local")
-        Subscription.objects.filter(user=user).delete()
-        QuotaPeriod.objects.filter(user=user).delete()
-        BillingCustomer.objects.update_or_create(user=user, defaults={"stripe_customer_id": f"cus_bench_{i}"})
+        workspace = workspace_personal(user)
+        Subscription.objects.filter(workspace=workspace).delete()
+        QuotaPeriod.objects.filter(workspace=workspace).delete()
+        BillingCustomer.objects.update_or_create(workspace=workspace, defaults={"stripe_customer_id": f"cus_bench_{i}"})
         users.append(user)
     WebhookEvent.objects.filter(stripe_event_id__startswith="evt_bench_").delete()
     return plan, users
@@ -71,7 +73,8 @@ def customer_events(user: User, index: int, plan: Plan, now: int) -> list[str]:
     def subscription(period, **changes) -> dict:
         obj = sandbox.subscription_object(
             subscription_id=f"sub_bench_{index}", customer=f"cus_bench_{index}", price=plan.stripe_price_id,
-            user_id=user.pk, status="active", period_start=_dt(period[0]), period_end=_dt(period[1]),
+            workspace_id=workspace_personal(user).pk,
+            status="active", period_start=_dt(period[0]), period_end=_dt(period[1]),
         )  # fmt: skip
         obj.update(changes)
         return obj
@@ -177,10 +180,10 @@ def run(customers: int) -> int:
     if rows.exclude(status="processed").exists():
         failures.append(f"{rows.exclude(status='processed').count()} events not processed")
     for user in users:
-        allowances = sorted(QuotaPeriod.objects.filter(user=user).values_list("allowance", flat=True))
+        allowances = sorted(QuotaPeriod.objects.filter(workspace__personal_of=user).values_list("allowance", flat=True))
         if allowances != [plan.monthly_token_allowance] * 2:
             failures.append(f"{user.email}: allowances {allowances}, expected two of {plan.monthly_token_allowance}")
-        subscription = Subscription.objects.get(user=user)
+        subscription = Subscription.objects.get(workspace__personal_of=user)
         if subscription.paid_period_start != subscription.current_period_start or subscription.cancel_at_period_end:
             failures.append(f"{user.email}: subscription not on its paid renewal")
     database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
@@ -188,9 +191,10 @@ def run(customers: int) -> int:
     print(f"{'deliveries':>11}{'distinct':>10}{'late dups':>11}{'same-moment':>13}{'seconds':>9}{'events/s':>10}")
     print(f"{deliveries:>11}{len(distinct):>10}{len(duplicates):>11}{len(paired):>13}{elapsed:>9.2f}"
           f"{deliveries / elapsed:>10.1f}")  # fmt: skip
+    periods = QuotaPeriod.objects.filter(workspace__personal_of__in=users).count()
     print(
-        f"effects: {rows.count()} event rows (one per event id), "
-        f"{QuotaPeriod.objects.filter(user__in=users).count()} ledger periods for {len(users) * 2} paid periods"
+        f"effects: {rows.count()} event rows (one per event id), {periods} ledger periods "
+        f"for {len(users) * 2} paid periods"
     )
     for failure in failures[:20]:
         print("FAIL", failure)

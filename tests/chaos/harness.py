@@ -966,11 +966,11 @@ def end_of_run(stack: Stack, *, timeout: float) -> Verdict:
 
 
 def ledger_problems(stack: Stack) -> list[str]:
-    """Each user's ledger row against its jobs and usage records: used = what the finished jobs
+    """Each workspace's ledger row against its jobs and usage records: used = what the finished jobs
     charged = what the usage records say; reserved = what the active jobs reserved."""
     rows = stack.sql(
         """
-        SELECT p.id, p.user_id, p.used, p.reserved,
+        SELECT p.id, p.workspace_id, p.used, p.reserved,
                (SELECT coalesce(sum(j.tokens_charged), 0) FROM inference_generationjob j
                  WHERE j.quota_period_id = p.id AND j.status IN ('succeeded', 'failed', 'cancelled')),
                (SELECT coalesce(sum(u.tokens_charged), 0) FROM billing_usagerecord u WHERE u.quota_period_id = p.id),
@@ -980,11 +980,13 @@ def ledger_problems(stack: Stack) -> list[str]:
         """
     )
     problems = []
-    for _period, user, used, reserved, jobs_charged, usage_charged, active_reserved in rows:
+    for _period, workspace, used, reserved, jobs_charged, usage_charged, active_reserved in rows:
         if not used == jobs_charged == usage_charged:
-            problems.append(f"user {user}: used {used}, jobs charged {jobs_charged}, usage records {usage_charged}")
+            problems.append(
+                f"workspace {workspace}: used {used}, jobs charged {jobs_charged}, usage records {usage_charged}"
+            )
         if reserved != active_reserved:
-            problems.append(f"user {user}: reserved {reserved}, active jobs hold {active_reserved}")
+            problems.append(f"workspace {workspace}: reserved {reserved}, active jobs hold {active_reserved}")
     return problems
 
 

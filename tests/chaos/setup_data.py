@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import sys
 
-from accounts.workspaces import workspace_personal
-
 PLANS = (
     # slug, queue: one plan per priority, so gen.high, gen.normal and gen.low all carry jobs.
     ("chaos-high", "gen.high"),
@@ -29,6 +27,7 @@ def main(users_per_plan: int) -> None:
 
     from accounts.apikeys import api_key_create
     from accounts.models import User
+    from accounts.workspaces import workspace_personal
     from billing.models import Plan
     from billing.services.subscriptions import plan_comp
 
@@ -59,7 +58,7 @@ def main(users_per_plan: int) -> None:
             if user is None:
                 user = User.objects.create_user(email=email, password=None)
                 plan_comp(workspace=workspace_personal(user), plan=plan, days=30)
-            _, raw = api_key_create(user=user, name="chaos")
+            _, raw = api_key_create(user=user, workspace=workspace_personal(user), name="chaos")
             accounts.append({"email": email, "plan": slug, "queue": queue, "user_id": user.pk, "key": raw})
     print(json.dumps(accounts))
 

@@ -234,15 +234,22 @@ def test_the_page_stream_counts_against_the_same_cap_and_is_429_past_it(capped_s
 
 def test_an_idle_stream_waits_on_one_redis_connection_instead_of_reconnecting(capped_server, api_key, owner):
     job = job_submit(member=membership_personal(owner), prompt="Once upon a time", max_new_tokens=10)
-    assert _get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key)).status == 200
     observer = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
     database = str(observer.connection_pool.connection_kwargs.get("db", 0))
+    opened = time.monotonic()
+    assert _get(capped_server, f"/api/v1/jobs/{job.pk}/stream", _bearer(api_key)).status == 200
 
     readers: set[str] = set()
     deadline = time.monotonic() + 13  # past two of redis-py's 5-second socket timeouts
     while time.monotonic() < deadline:
-        clients = observer.client_list()
-        readers |= {c["id"] for c in clients if c["db"] == database and c["cmd"] == "xread"}
+        waited = time.monotonic() - opened
+        # Only connections that have read since the stream opened: another server's pool may still
+        # list an earlier test's XREAD as the last command of a connection idle ever since.
+        readers |= {
+            c["id"]
+            for c in observer.client_list()
+            if c["db"] == database and c["cmd"] == "xread" and int(c["idle"]) <= waited
+        }
         time.sleep(0.5)
 
     assert len(readers) == 1
