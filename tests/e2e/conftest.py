@@ -19,7 +19,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: a running sync Playwright keeps an asyncio loop in the main thread,
+# and Django's test client cannot call an async view (the event streams) while it runs.
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
