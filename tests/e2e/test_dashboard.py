@@ -102,7 +102,9 @@ def test_with_no_tokens_left_the_form_says_so_and_when_they_reset(page, web_serv
 
     generate(page, "Hello", 20)
 
-    expect(page.get_by_test_id("form-error")).to_contain_text("Not enough tokens left in this workspace's pool this period")
+    expect(page.get_by_test_id("form-error")).to_contain_text(
+        "Not enough tokens left in this workspace's pool this period"
+    )
     expect(page.get_by_test_id("form-error")).to_contain_text("0 remain until the reset on")
     assert not GenerationJob.objects.filter(user=user).exists()
     assert User.objects.filter(email=user.email).exists()
