@@ -51,8 +51,14 @@ def workspace_create(*, owner: User, name: str) -> Workspace:
 
 
 def workspace_rename(*, workspace: Workspace, name: str, actor=None) -> Workspace:
-    workspace.name = _clean_name(name)
-    workspace.save(update_fields=["name"])
+    before, workspace.name = workspace.name, _clean_name(name)
+    if workspace.name != before:
+        with transaction.atomic():
+            workspace.save(update_fields=["name"])
+            audit_record(
+                action=AuditAction.WORKSPACE_RENAMED, user=actor, actor=actor, workspace=workspace,
+                name_from=before, name_to=workspace.name,
+            )  # fmt: skip
     return workspace
 
 

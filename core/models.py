@@ -23,6 +23,7 @@ class AuditAction(models.TextChoices):
     DUPLICATE_SUBSCRIPTION = "duplicate_subscription", "Second subscription cancelled and refunded"
     WORKSPACE_CREATED = "workspace_created", "Workspace created"
     WORKSPACE_DELETED = "workspace_deleted", "Workspace deleted"
+    WORKSPACE_RENAMED = "workspace_renamed", "Workspace renamed"
     MEMBER_INVITED = "member_invited", "Member invited"
     INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
     MEMBER_ADDED = "member_added", "Member joined"

@@ -11,7 +11,7 @@ from accounts import teams
 from accounts.models import Membership, WorkspaceRole
 from billing.models import QuotaPeriod, QuotaTopUp, Subscription
 from billing.selectors import entitlements_for
-from core.models import AuditEvent
+from core.models import AuditAction, AuditEvent
 from tests.factories import PlanFactory, SubscriptionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +93,8 @@ def test_saving_the_workspace_page_renames_it_and_changes_no_member(client, staf
     assert response.status_code == 302
     acme.refresh_from_db()
     assert acme.name == "Acme Corp"  # through teams.workspace_rename, which tidies the spaces
+    renamed = AuditEvent.objects.get(action=AuditAction.WORKSPACE_RENAMED, workspace=acme)
+    assert (renamed.actor, renamed.detail["name_to"]) == (staff, "Acme Corp")
     member = Membership.objects.get(workspace=acme, user=other_user)
     assert (member.role, member.monthly_token_cap) == (WorkspaceRole.MEMBER, 5000)
 
