@@ -195,9 +195,11 @@ def entitlements_for(workspace, *, now: datetime | None = None) -> Entitlements:
         return _subscription_entitlements(subscription, now)
     start, end = calendar_month(now)
     plan = default_plan()
-    return Entitlements(
-        plan=plan, subscription=None, period_start=start, period_end=end, opening_allowance=plan.monthly_token_allowance
-    )
+    # The free allowance is one per person: their personal workspace's. A team workspace without a
+    # subscription has the default plan's limits but no tokens, or a new workspace a click away
+    # would be a new free allowance each time.
+    free = plan.monthly_token_allowance if workspace.personal_of_id is not None else 0
+    return Entitlements(plan=plan, subscription=None, period_start=start, period_end=end, opening_allowance=free)
 
 
 def quota_period_for(workspace, *, entitlements: Entitlements) -> QuotaPeriod | None:

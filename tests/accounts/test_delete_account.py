@@ -129,6 +129,7 @@ def test_a_deleted_members_work_in_a_team_stays_in_the_teams_numbers_without_the
     settings.BILLING_SANDBOX = True
     boss = UserFactory(email="boss@example.com")
     joined = workspace_create(owner=boss, name="Boss Co")
+    SubscriptionFactory(workspace=joined, plan=PlanFactory(slug="team", per_seat=True), seats=5, paid_seats=5)
     membership = member_add(workspace=joined, user=member, role=WorkspaceRole.MEMBER, seats=5)
     job = job_submit(member=membership, prompt="Team notes", max_new_tokens=5)
     pool = QuotaPeriod.objects.get(workspace=joined)

@@ -12,7 +12,7 @@ from billing.models import QuotaPeriod
 from inference.models import GenerationJob
 from inference.outcome import JobOutcome
 from inference.services import job_claim, job_finish, job_submit
-from tests.factories import ApiKeyFactory
+from tests.factories import ApiKeyFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -172,8 +172,9 @@ def _key_client(user, workspace) -> APIClient:
     return client
 
 
-def test_a_member_sees_the_pool_and_their_own_usage_but_not_the_other_members(owner, other_user):
+def test_a_member_sees_the_pool_and_their_own_usage_but_not_the_other_members(owner, other_user, default_plan):
     team = Workspace.objects.create(name="Team", slug="team")
+    SubscriptionFactory(workspace=team, plan=default_plan)  # a team's pool comes with a subscription
     boss = Membership.objects.create(workspace=team, user=owner, role=WorkspaceRole.OWNER)
     member = Membership.objects.create(workspace=team, user=other_user, role=WorkspaceRole.MEMBER)
     owner_job, member_job = _finished(boss), _finished(member)

@@ -12,6 +12,7 @@ from billing.models import MemberQuota, QuotaPeriod
 from core.errors import ApplicationError, QuotaExceeded, RateLimited
 from inference.models import GenerationJob, JobStatus
 from inference.services import job_cancel, job_submit
+from tests.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -175,6 +176,7 @@ def test_the_requests_per_minute_are_the_workspaces_shared_by_its_members(owner,
     free_plan.requests_per_minute = 3
     free_plan.save()
     team = Workspace.objects.create(name="Team", slug="team")
+    SubscriptionFactory(workspace=team, plan=free_plan)  # a team's pool comes with a subscription
     boss = Membership.objects.create(workspace=team, user=owner, role=WorkspaceRole.OWNER)
     member = Membership.objects.create(workspace=team, user=other_user, role=WorkspaceRole.MEMBER)
     for _ in range(3):
