@@ -63,7 +63,8 @@ def workspace_new(request):
             request.session[SESSION_KEY] = workspace.pk
             messages.success(
                 request,
-                f"Workspace {workspace.name} created. Subscribe it to the Team plan to buy seats, then invite people.",
+                f"Workspace {workspace.name} created. It has no tokens until it is subscribed: subscribe it to the "
+                "Team plan to buy seats and its token pool, then invite people.",
             )
             return redirect("workspace_members")
     return render(request, "saas/workspace_new.html", {"name": name, "error": error}, status=400 if error else 200)

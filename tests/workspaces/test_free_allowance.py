@@ -33,3 +33,19 @@ def test_a_new_team_workspace_has_no_free_tokens_until_it_subscribes(owner, tiny
     SubscriptionFactory(workspace=team, plan=team_plan, seats=2, paid_seats=2)
     assert entitlements_for(team).opening_allowance == 14_000
     assert job_submit(member=membership_in(owner, team), prompt="Hello", max_new_tokens=5).workspace_id == team.pk
+
+
+def test_the_new_workspace_page_and_banner_say_a_team_needs_a_subscription(client, owner):
+    client.force_login(owner)
+
+    created = client.post("/workspaces/new/", {"name": "Side project"}, follow=True).content.decode()
+    generate = client.get("/generate/").content.decode()
+
+    assert "It has no tokens until it is subscribed" in created
+    assert "Side project has no tokens yet" in generate and "Subscribe it to a plan" in generate
+    assert (
+        "has no tokens yet"
+        not in client.post(
+            "/workspaces/switch/", {"workspace": workspace_personal(owner).pk}, follow=True
+        ).content.decode()
+    )
