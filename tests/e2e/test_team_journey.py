@@ -107,6 +107,14 @@ def test_an_owner_buys_seats_invites_a_member_who_generates_and_is_capped(
     page.locator(f'tr[data-member="{member_email}"]').get_by_role("button", name="Set cap").click()
     expect(page.locator(".message-success")).to_contain_text(f"may spend up to {job.tokens_charged:,} tokens")
     page.screenshot(path=str(artifacts_dir / "team-members-capped.png"), full_page=True)
+    phone = browser.new_context(viewport={"width": 375, "height": 812}, is_mobile=True)
+    phone_page = phone.new_page()
+    phone_page.context.add_cookies(page.context.cookies())
+    for path in ("/workspace/members/", "/usage/", "/billing/"):
+        phone_page.goto(web_server.url + path)
+        assert phone_page.evaluate("document.documentElement.scrollWidth") <= 375, path
+    phone_page.screenshot(path=str(artifacts_dir / "team-members-phone.png"), full_page=True)
+    phone.close()
 
     # The member hits the cap: the message says which limit, and nothing was queued.
     member.goto(web_server.url + "/generate/")
