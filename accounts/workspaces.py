@@ -148,8 +148,8 @@ def membership_of_key(key) -> Membership:
 
 
 def memberships_of(user: User) -> QuerySet[Membership]:
-    """The workspaces the user may switch to, personal first."""
-    workspace_personal(user)
+    """The workspaces the user may switch to, personal first (accounts.middleware made the personal
+    one on the user's first request)."""
     return (
         Membership.objects.select_related("workspace")
         .filter(user=user)

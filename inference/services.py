@@ -479,11 +479,15 @@ def job_cancel(*, job: GenerationJob) -> GenerationJob:
     return job
 
 
-def jobs_stop(*, user, workspace=None) -> int:
-    """Cancel every queued or running job of ``user`` (account deletion, suspension), or only those
-    in ``workspace`` (the member was removed from it); each is settled like a cancel by the user.
-    Returns how many were asked to stop."""
-    jobs = GenerationJob.objects.filter(user=user, status__in=ACTIVE_STATUSES)
+def jobs_stop(*, user=None, workspace=None) -> int:
+    """Cancel the queued and running jobs of ``user`` (account deletion, suspension), of ``user``
+    in ``workspace`` (the member was removed from it), or of everyone in ``workspace`` (it is being
+    deleted); each is settled like a cancel by the user. Returns how many were asked to stop."""
+    if user is None and workspace is None:
+        raise ValueError("jobs_stop needs a user, a workspace, or both")
+    jobs = GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
+    if user is not None:
+        jobs = jobs.filter(user=user)
     if workspace is not None:
         jobs = jobs.filter(workspace=workspace)
     jobs = list(jobs)

@@ -91,8 +91,7 @@ def workspace_close(*, workspace, actor) -> None:
     billing_close(workspace=workspace)
     job_ids = job_ids_in(workspace)
     with transaction.atomic():
-        for membership in members_of(workspace):
-            jobs_stop(user=membership.user, workspace=workspace)
+        jobs_stop(workspace=workspace)
         billing_personal_data_erase(workspace=workspace)
         audit_record(action=AuditAction.WORKSPACE_DELETED, user=actor, actor=actor, name=workspace.name,
                      slug=workspace.slug)  # fmt: skip
