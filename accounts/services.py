@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from accounts.models import User
+from core import crypto
 from core.audit import audit_record
 from core.errors import ApplicationError
 from core.models import AuditAction
@@ -49,9 +50,12 @@ def user_delete(*, user) -> None:
 
 
 def workspace_delete(*, workspace) -> None:
-    """The workspace's row and everything that cascades from it (its ledger, keys, jobs and usage).
-    Part of flows that first settle what other apps hold (saas.flows)."""
+    """The workspace's row and everything that cascades from it (its ledger, keys, jobs, usage and
+    its data keys: whatever copies of its texts remain can no longer be opened). Part of flows
+    that first settle what other apps hold (saas.flows)."""
+    workspace_id = workspace.pk
     workspace.delete()
+    transaction.on_commit(lambda: crypto.workspace_forget(workspace_id))
 
 
 def user_suspend(*, user, reason: str, actor=None) -> None:

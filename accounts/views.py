@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.decorators import reauthentication_required
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -37,15 +38,7 @@ def api_keys(request):
     form = ApiKeyForm(request.POST or None)
     created = None
     if request.method == "POST" and form.is_valid():
-        key, raw = api_key_create(
-            user=request.user,
-            workspace=request.membership.workspace,
-            name=form.cleaned_data["name"],
-            scope=form.cleaned_data["scope"],
-            expires_in_days=form.cleaned_data["expires_in_days"],
-            request=request,
-        )
-        created = {"key": key, "raw": raw}
+        created = _api_key_make(request, form)
         form = ApiKeyForm()
     base_url = request.build_absolute_uri("/").rstrip("/")
     return render(
@@ -60,6 +53,22 @@ def api_keys(request):
             "example_model": next(iter(settings.INFERENCE_MODELS)),
         },
     )
+
+
+@reauthentication_required
+def _api_key_make(request, form: ApiKeyForm) -> dict:
+    """A key is a credential that outlives the session, so its maker confirms their password first
+    (allauth's re-authentication). Asked only once the form is valid: allauth keeps the POST, and
+    after the password runs this page again with it, so the new key appears without retyping."""
+    key, raw = api_key_create(
+        user=request.user,
+        workspace=request.membership.workspace,
+        name=form.cleaned_data["name"],
+        scope=form.cleaned_data["scope"],
+        expires_in_days=form.cleaned_data["expires_in_days"],
+        request=request,
+    )
+    return {"key": key, "raw": raw}
 
 
 @member_required()

@@ -36,6 +36,9 @@ class Permission(enum.StrEnum):
     CAPS_SET = "caps_set"
     KEYS_MANAGE_ALL = "keys_manage_all"  # see and revoke every key of the workspace
     USAGE_ALL = "usage_all"  # every member's usage, not only one's own
+    # The workspace's audit trail, staff reading its texts included: the owner's, as the one who
+    # answers for the workspace (admins' own actions are in it).
+    AUDIT_READ = "audit_read"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -61,6 +64,7 @@ _WHO = {
     Permission.CAPS_SET: "the workspace's owner and admins",
     Permission.KEYS_MANAGE_ALL: "the workspace's owner and admins",
     Permission.USAGE_ALL: "the workspace's owner and admins",
+    Permission.AUDIT_READ: "the workspace's owner",
     Permission.GENERATE: "members",
 }
 _WHAT = {
@@ -71,6 +75,7 @@ _WHAT = {
     Permission.CAPS_SET: "set token caps",
     Permission.KEYS_MANAGE_ALL: "manage other members' API keys",
     Permission.USAGE_ALL: "see other members' usage",
+    Permission.AUDIT_READ: "see the workspace's activity",
     Permission.GENERATE: "generate",
 }
 

@@ -5,3 +5,6 @@ class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Core"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from core import checks  # noqa: F401  (registers the master key check)

@@ -32,6 +32,11 @@ class AuditAction(models.TextChoices):
     MEMBER_REMOVED = "member_removed", "Member removed"
     OWNERSHIP_TRANSFERRED = "ownership_transferred", "Workspace ownership transferred"
     SEATS_CHANGED = "seats_changed", "Seats changed"
+    STAFF_READ_TEXTS = "staff_read_texts", "Staff read a customer's texts"
+    DATA_EXPORT_REQUESTED = "data_export_requested", "Data export requested"
+    DATA_EXPORT_DOWNLOADED = "data_export_downloaded", "Data export downloaded"
+    ENCRYPTION_KEYS_REWRAPPED = "encryption_keys_rewrapped", "Data keys re-wrapped under the newest master key"
+    ENCRYPTION_REENCRYPTED = "encryption_reencrypted", "Texts re-encrypted under new data keys"
 
 
 SECURITY_ACTIONS = (
@@ -66,3 +71,25 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.email}"
+
+
+class DataKey(models.Model):
+    """A workspace's data key, wrapped by a master key from INKWELL_ENCRYPTION_KEYS (core.crypto).
+
+    The newest row of a workspace seals new values; older rows open what they sealed until
+    `encryption_rotate --reencrypt` has rewritten it. Deleting the workspace deletes its keys, which
+    leaves its texts unreadable wherever copies of them remain (crypto-shredding).
+    """
+
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="data_keys")
+    master_key_id = models.CharField(max_length=40, db_index=True, help_text="The master key that wraps it.")
+    wrapped = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by `encryption_rotate --reencrypt`: no longer seals; deleted once nothing it sealed remains.
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "-id"])]
+
+    def __str__(self) -> str:
+        return f"data key {self.id} of workspace {self.workspace_id} (wrapped by {self.master_key_id})"

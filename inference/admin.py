@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from core.audit import audit_record
+from core.models import AuditAction
 from inference.models import ACTIVE_STATUSES, GenerationJob, Worker
 from inference.services import job_cancel
 
@@ -24,8 +26,11 @@ class GenerationJobAdmin(admin.ModelAdmin):
     search_fields = ("user__email", "workspace__slug", "id")
     raw_id_fields = ("user", "workspace", "quota_period")
     # Everything a service moves is read-only here: a status or a count edited by hand would
-    # bypass the ledger (a reservation never released). Stop a job with the Cancel action.
+    # bypass the ledger (a reservation never released). Stop a job with the Cancel action. The
+    # customer's texts are shown, never edited, and only on a job's own page (each view of it is
+    # an audit event the workspace's owner sees); the list shows none.
     readonly_fields = (
+        "prompt", "messages", "stop", "output_text",
         "status", "finish_reason", "error_message", "prompt_tokens", "completion_tokens", "quota_period",
         "tokens_reserved", "tokens_charged", "queue", "plan_slug", "attempts", "worker", "cancel_requested_at",
         "created_at", "enqueued_at", "started_at", "finished_at", "idempotency_key", "request_hash",
@@ -35,6 +40,22 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs are submitted through job_submit, which reserves their tokens
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """A job's page shows its prompt and output: each time it is shown, the staff member who
+        read them is recorded in the workspace's audit trail."""
+        response = super().change_view(request, object_id, form_url, extra_context)
+        job = (getattr(response, "context_data", None) or {}).get("original")
+        if job is not None and response.status_code == 200:
+            audit_record(
+                action=AuditAction.STAFF_READ_TEXTS,
+                user=job.user,
+                actor=request.user,
+                workspace=job.workspace,
+                request=request,
+                job=str(job.pk),
+            )
+        return response
 
     @admin.action(description="Cancel (queued: at once, released; running: stops at its next token)")
     def cancel(self, request, queryset):

@@ -151,6 +151,10 @@ class JobFilterSerializer(serializers.Serializer):
 
 
 class JobSerializer(serializers.ModelSerializer):
+    # The texts are sealed columns: read through the instance, which opens them.
+    prompt = serializers.CharField()
+    messages = serializers.JSONField(allow_null=True)
+    stop = serializers.ListField(child=serializers.CharField())
     text = serializers.CharField(source="output_text")
     error = serializers.CharField(source="error_message")
     stream_url = serializers.SerializerMethodField()

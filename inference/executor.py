@@ -180,7 +180,7 @@ def execute(job: GenerationJob) -> JobOutcome:
     next_poll = started + CANCEL_POLL_SECONDS
     abandoned = ""
     while not request.done.wait(FLUSH_SECONDS):
-        _flush(job.id, pieces, delivered)
+        _flush(job, pieces, delivered)
         now = time.monotonic()
         if now > hard_deadline:
             abandoned = FinishReason.TIMEOUT
@@ -195,7 +195,7 @@ def execute(job: GenerationJob) -> JobOutcome:
             next_poll = now + CANCEL_POLL_SECONDS
             if _cancel_requested(job.id):
                 request.cancel(FinishReason.CANCELLED)
-    _flush(job.id, pieces, delivered)
+    _flush(job, pieces, delivered)
     run_seconds = time.monotonic() - started
     if abandoned:
         # The engine did not answer in time (or died): end the job with what was delivered.
@@ -259,7 +259,7 @@ def _prompt_count_difference(job: GenerationJob, engine_prompt_tokens: int) -> d
     return {"engine_prompt_tokens": engine_prompt_tokens}
 
 
-def _flush(job_id, pieces: queue.SimpleQueue, delivered: list[str]) -> None:
+def _flush(job: GenerationJob, pieces: queue.SimpleQueue, delivered: list[str]) -> None:
     text = []
     while True:
         try:
@@ -270,6 +270,6 @@ def _flush(job_id, pieces: queue.SimpleQueue, delivered: list[str]) -> None:
         chunk = sanitize("".join(text))
         delivered.append(chunk)
         try:
-            streams.publish_delta(job_id, chunk)
+            streams.publish_delta(job, chunk)
         except Exception:  # the stream is a convenience; the database keeps the full text
-            logger.warning("could not publish text for %s", job_id, exc_info=True)
+            logger.warning("could not publish text for %s", job.id, exc_info=True)

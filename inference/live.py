@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.http import StreamingHttpResponse
 
+from core import crypto
 from core.errors import RateLimited
 from inference import streams
 from inference.models import FINAL_STATUSES, GenerationJob
@@ -52,10 +53,31 @@ async def release_database() -> None:
     await sync_to_async(close_old_connections)()
 
 
+def _job_with_texts(job_id) -> GenerationJob:
+    job = GenerationJob.objects.get(pk=job_id)
+    job.output_text  # opened here, where the data key may be read from the database  # noqa: B018
+    return job
+
+
 async def _reload(job_id) -> GenerationJob:
-    job = await GenerationJob.objects.aget(pk=job_id)
+    job = await sync_to_async(_job_with_texts)(job_id)
     await release_database()
     return job
+
+
+async def _delta_text(job: GenerationJob, value: str) -> str:
+    """A delta from the stream, opened; the first of a key reads it from the database. One that
+    no longer opens (its key was retired and deleted meanwhile) is skipped: the final text, from
+    the database, fills the gap at the end."""
+    try:
+        key_id = streams.delta_key_id(value)
+        if not crypto.data_key_cached(key_id):
+            await sync_to_async(crypto.data_key_load)(key_id)
+            await release_database()
+        return streams.delta_open(job, value)
+    except crypto.Undecryptable:
+        logger.warning("job %s: a streamed delta does not open; the final text will cover it", job.id)
+        return ""
 
 
 async def follow_job(job: GenerationJob) -> AsyncIterator[tuple[str, object]]:
@@ -114,7 +136,7 @@ async def follow_job(job: GenerationJob) -> AsyncIterator[tuple[str, object]]:
                     status = "running"
                     yield "status", status
             elif kind == "delta":
-                deltas.append(fields["text"])
+                deltas.append(await _delta_text(job, fields["text"]))
             elif kind == "end":
                 if deltas:
                     yield "delta", "".join(deltas)

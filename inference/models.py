@@ -5,6 +5,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from core.fields import SealedJSONField, SealedTextField
+
 
 class Worker(models.Model):
     """A running Celery worker process, as it last reported itself.
@@ -65,21 +67,23 @@ class GenerationJob(models.Model):
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="generation_jobs")
     source = models.CharField(max_length=10, choices=JobSource.choices, default=JobSource.WEB)
     model = models.CharField(max_length=100)
-    prompt = models.TextField(blank=True)
-    messages = models.JSONField(null=True, blank=True, help_text="Chat turns, when the job is a chat.")
+    # The customer's texts are sealed at rest with the workspace's data key (core.fields): the
+    # attributes read and write plaintext, the columns hold AES-256-GCM ciphertext.
+    prompt = SealedTextField()
+    messages = SealedJSONField(help_text="Chat turns, when the job is a chat.")
 
     max_new_tokens = models.PositiveIntegerField()
     temperature = models.FloatField(default=1.0)
     top_p = models.FloatField(default=1.0)
     top_k = models.PositiveIntegerField(default=0)
     repetition_penalty = models.FloatField(default=1.0)
-    stop = models.JSONField(default=list, blank=True)
+    stop = SealedJSONField(default=list)
     seed = models.BigIntegerField(null=True, blank=True)
 
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
     finish_reason = models.CharField(max_length=12, choices=FinishReason.choices, blank=True)
     error_message = models.TextField(blank=True, help_text="Shown to the user.")
-    output_text = models.TextField(blank=True)
+    output_text = SealedTextField()
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 from datetime import time, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import Membership
 from billing.models import UsageRecord
+from core.fields import sealed_open
 from inference.models import GenerationJob, JobStatus, Worker
 
 
@@ -36,14 +37,44 @@ def job_ids_in(workspace) -> list[str]:
     return [str(pk) for pk in GenerationJob.objects.filter(workspace=workspace).values_list("pk", flat=True)]
 
 
+# Rows decrypted per round trip when searching: bounds the memory a search holds, whatever the history.
+SEARCH_BATCH = 1000
+
+
+def _job_text_matches(pk, workspace_id: int, prompt, messages, output, needle: str) -> bool:
+    for name, raw in (("prompt", prompt), ("output_text", output)):
+        if (
+            raw is not None
+            and needle in sealed_open(GenerationJob, name, pk=pk, workspace_id=workspace_id, raw=raw).casefold()
+        ):
+            return True
+    if messages is not None:
+        turns = sealed_open(GenerationJob, "messages", pk=pk, workspace_id=workspace_id, raw=messages)
+        return any(needle in str(turn.get("content", "")).casefold() for turn in turns)
+    return False
+
+
+def job_ids_matching(jobs: QuerySet[GenerationJob], query: str) -> list:
+    """The jobs among ``jobs`` whose prompt, chat turns or output contain ``query`` (any case).
+
+    The texts are sealed, so SQL cannot look inside them: the scan reads the sealed columns in
+    batches of SEARCH_BATCH, opens each in this process and keeps the matching ids. Nothing about
+    the texts is stored to make this faster (no index of words, which would leak them); the cost
+    is measured in bench/search.py (10,000 jobs well under the 300 ms target).
+    """
+    needle = query.casefold()
+    rows = jobs.values_list("pk", "workspace_id", "prompt", "messages", "output_text").order_by()
+    return [row[0] for row in rows.iterator(chunk_size=SEARCH_BATCH) if _job_text_matches(*row, needle)]
+
+
 def job_history(member, *, query: str = "", status: str = "", model: str = "") -> QuerySet[GenerationJob]:
     jobs = jobs_of(member).order_by("-created_at")
-    if query:
-        jobs = jobs.filter(Q(prompt__icontains=query) | Q(output_text__icontains=query))
     if status:
         jobs = jobs.filter(status=status)
     if model:
         jobs = jobs.filter(model=model)
+    if query:
+        jobs = jobs.filter(pk__in=job_ids_matching(jobs, query))
     return jobs
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -15,12 +14,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from accounts.models import Membership
 from billing.models import Plan, QuotaPeriod, UsageRecord
 from billing.selectors import Entitlements, entitlements_for
 from billing.services.ledger import quota_period_open, quota_reserve, quota_settle
 from core.errors import ApplicationError, RateLimited
+from core.fields import sealed_values
 from inference import catalog, streams
 from inference.broker import broker_epoch
 from inference.engine import MIN_TEMPERATURE
@@ -191,7 +192,9 @@ def _rate_limit(workspace, per_minute: int) -> None:
 def request_hash_of(params: dict) -> str:
     """A fingerprint of a request's parameters: a retry (same Idempotency-Key, same request) has
     the same one, a key reused for another request does not."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    # Keyed: the parameters hold the prompt, and a plain hash in a database dump would confirm a guess.
+    payload = json.dumps(params, sort_keys=True, default=str)
+    return salted_hmac("inkwell.request_hash", payload, algorithm="sha256").hexdigest()
 
 
 def _replayed(job: GenerationJob, request_hash: str) -> GenerationJob:
@@ -446,7 +449,7 @@ def job_finish(*, job: GenerationJob, outcome: JobOutcome) -> bool:
         guard=Q(worker=job.worker, attempts=job.attempts),
         status=status,
         charged=tokens_charged_for(job=job, status=status, completion_tokens=outcome.completion_tokens),
-        output_text=outcome.text,
+        **sealed_values(job, output_text=outcome.text),
         completion_tokens=outcome.completion_tokens,
         finish_reason=outcome.finish_reason,
         error_message=outcome.error,
@@ -601,7 +604,7 @@ def job_delete(*, job: GenerationJob) -> GenerationJob:
     if not job.is_final:
         raise ApplicationError("Stop the job before deleting it.", code="job_running", status_code=409)
     GenerationJob.objects.filter(pk=job.pk).update(
-        prompt="", messages=None, output_text="", stop=[], deleted_at=timezone.now()
+        prompt=None, messages=None, output_text=None, stop=None, deleted_at=timezone.now()
     )
     job.refresh_from_db()
     return job
@@ -616,5 +619,5 @@ def job_texts_erase_expired(*, now=None) -> int:
         cutoff = now - timedelta(days=plan.retention_days)
         erased += GenerationJob.objects.filter(
             plan_slug=plan.slug, finished_at__lt=cutoff, texts_erased_at__isnull=True
-        ).update(prompt="", messages=None, output_text="", stop=[], texts_erased_at=now)
+        ).update(prompt=None, messages=None, output_text=None, stop=None, texts_erased_at=now)
     return erased

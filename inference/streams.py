@@ -4,6 +4,7 @@ already produced. Events: start (a worker claimed the job; attempt > 1 means sta
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import time
@@ -11,6 +12,8 @@ import time
 import redis
 import redis.asyncio
 from django.conf import settings
+
+from core import crypto
 
 CANCEL_CHANNEL = "inkwell:cancel"
 
@@ -60,11 +63,28 @@ def publish_start(job_id, *, attempt: int) -> None:
     pipe.execute()
 
 
-def publish_delta(job_id, text: str) -> None:
+def _delta_aad(job_id) -> bytes:
+    return crypto.aad_for("stream", job_id, "delta")
+
+
+def delta_seal(job, text: str) -> str:
+    """New text of a job as Redis keeps it: sealed with its workspace's data key, like its row."""
+    return base64.b64encode(crypto.seal(job.workspace_id, text.encode(), _delta_aad(job.id))).decode()
+
+
+def delta_key_id(value: str) -> int:
+    return crypto.sealed_key_id(base64.b64decode(value))
+
+
+def delta_open(job, value: str) -> str:
+    return crypto.open_sealed(job.workspace_id, base64.b64decode(value), _delta_aad(job.id)).decode()
+
+
+def publish_delta(job, text: str) -> None:
     # The TTL again: a stream deleted meanwhile (its account was deleted) must not come back forever.
     pipe = client().pipeline(transaction=False)
-    pipe.xadd(stream_key(job_id), {"event": "delta", "text": text})
-    pipe.expire(stream_key(job_id), settings.STREAM_TTL_SECONDS)
+    pipe.xadd(stream_key(job.id), {"event": "delta", "text": delta_seal(job, text)})
+    pipe.expire(stream_key(job.id), settings.STREAM_TTL_SECONDS)
     pipe.execute()
 
 

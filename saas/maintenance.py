@@ -29,6 +29,7 @@ from django.db import connection
 
 from billing.services.personal_data import webhook_payloads_scrub_expired
 from inference import services
+from saas.exports import exports_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ def _sweep() -> object:
 
 def _retention() -> int:
     """Erase what the plans' retention and BILLING_EVENT_RETENTION_DAYS say is due: job texts,
-    then the personal fields of stored Stripe events. Returns how many rows were erased."""
-    return services.job_texts_erase_expired() + webhook_payloads_scrub_expired()
+    then the personal fields of stored Stripe events; then the archives of data exports whose link
+    has expired (the link itself stops working on time), failing builds that never finished.
+    Returns how many rows changed."""
+    return services.job_texts_erase_expired() + webhook_payloads_scrub_expired() + exports_sweep()
 
 
 def chores() -> list[Chore]:

@@ -13,9 +13,13 @@ DATABASE_URL and REDIS_URL, when set, win in every profile.
 
 from __future__ import annotations
 
+import base64
+import os
+import sys
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -81,6 +85,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "saas.headers.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -290,9 +296,57 @@ if PRODUCTION and BILLING_SANDBOX:
 BILLING_GRACE_DAYS = env.int("BILLING_GRACE_DAYS", default=3)
 # Days an invitation link to a workspace stays valid (it also works only once).
 INVITATION_DAYS = env.int("INVITATION_DAYS", default=7)
+# Hours a data export's download link works once the archive is ready; then the archive is deleted.
+EXPORT_LINK_HOURS = env.int("EXPORT_LINK_HOURS", default=24)
 # What one GPU-hour costs you, for the business dashboard's margin (in the plans' currency).
 GPU_HOUR_COST = env.float("GPU_HOUR_COST", default=2.50)
 WEBHOOK_TOLERANCE_SECONDS = 300
+
+# --- Encryption at rest ------------------------------------------------------------------------
+# Customers' texts (prompts, chat turns, outputs, stop sequences, live token streams, exports) are
+# sealed with AES-256-GCM under a data key per workspace; data keys are wrapped by these master
+# keys. INKWELL_ENCRYPTION_KEYS: "id:base64-of-32-bytes" entries, comma-separated, newest first (the
+# newest wraps new data keys; older ones only unwrap until `manage.py encryption_rotate` has moved
+# everything off them). `manage.py encryption_keygen` prints a new entry. Production has no default;
+# local creates one key once in var/encryption.key (back it up: without it var/'s texts are
+# unreadable); test uses a fixed throwaway key.
+_LOCAL_KEY_FILE = VAR_DIR / "encryption.key"
+
+
+def _keyring_check(spec: str) -> None:
+    # Here, not at the top: settings load before apps, and core.crypto needs none of them.
+    from core.crypto import KeyRing
+
+    KeyRing(spec)
+
+
+def _local_encryption_keys() -> str:
+    if TESTING:
+        # 32 fixed bytes: tests only, never a real deployment (production requires the variable).
+        return "test:aW5rd2VsbC10ZXN0LW9ubHktMzItYnl0ZS1rZXkhISE="
+    if not _LOCAL_KEY_FILE.exists():
+        VAR_DIR.mkdir(exist_ok=True)
+        entry = "local1:" + base64.b64encode(os.urandom(32)).decode()
+        fd = os.open(_LOCAL_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(entry + "\n")
+        print(
+            f"Created the local master encryption key in {_LOCAL_KEY_FILE.relative_to(BASE_DIR)} "
+            "(keep it: the texts stored in var/ cannot be read without it).",
+            file=sys.stderr,
+        )
+    return _LOCAL_KEY_FILE.read_text().strip()
+
+
+ENCRYPTION_KEYS = env.str("INKWELL_ENCRYPTION_KEYS", default="")
+if not ENCRYPTION_KEYS:
+    if PRODUCTION:  # set but empty counts as missing: never a made-up key in production
+        raise ImproperlyConfigured("INKWELL_ENCRYPTION_KEYS must be set in the production profile")
+    ENCRYPTION_KEYS = _local_encryption_keys()
+_keyring_check(ENCRYPTION_KEYS)  # a malformed ring stops start-up here, with what to change
+# Seconds a process keeps using a workspace's current data key before asking the database again
+# (after `encryption_rotate --reencrypt` makes new data keys, the old ones stop sealing within this).
+ENCRYPTION_KEY_CACHE_SECONDS = 60
 
 # --- Accounts ---------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -339,6 +393,13 @@ STAFF_REQUIRE_MFA = env.bool("STAFF_REQUIRE_MFA", default=PRODUCTION)
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Inkwell"
 USERSESSIONS_TRACK_ACTIVITY = True
+# Sensitive actions ask for the password again (allauth's re-authentication) unless it was confirmed
+# within the timeout: adding or removing an email address and setting a password (allauth's pages;
+# changing a password asks for the old one), two-factor changes (allauth.mfa requires it by default),
+# creating an API key, exporting data and deleting an account or a workspace (our views).
+# Signing in does not count: allauth counts only an explicit confirmation.
+ACCOUNT_REAUTHENTICATION_REQUIRED = True
+ACCOUNT_REAUTHENTICATION_TIMEOUT = 300
 
 # --- Email ---------------------------------------------------------------------------------------
 _email = env.email_url("EMAIL_URL", default=_required_in_production("EMAIL_URL", "consolemail://"))
@@ -411,6 +472,35 @@ CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp 4): scripts, styles, fonts and fetches only from this origin;
+# no inline <script>, <style>, style="" or on...="" anywhere (our templates use static files, and a
+# third-party template that must inline a script gets the request's nonce: the Swagger UI page).
+# data: images: allauth's TOTP QR code. Forms post here, and Stripe Checkout and the Customer
+# Portal are reached by a form whose answer redirects there, which Chromium checks against
+# form-action too. tests/e2e/test_csp.py visits every page in Chromium and fails on a violation.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'", "https://checkout.stripe.com", "https://billing.stripe.com"],
+    }
+}
+# Browser features no page uses, turned off for every page and frame (saas.headers).
+PERMISSIONS_POLICY = {
+    feature: []
+    for feature in (
+        "accelerometer", "camera", "display-capture", "geolocation", "gyroscope", "hid",
+        "magnetometer", "microphone", "midi", "payment", "serial", "usb", "xr-spatial-tracking",
+    )
+}  # fmt: skip
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -1,5 +1,6 @@
 """The workspace pages: the switcher, a new workspace, the members page (members, roles, caps,
-usage this period, invitations) and accepting an invitation.
+usage this period, invitations), the workspace's activity (its audit trail) and accepting an
+invitation.
 
 These pages sit here because they join three apps: people (accounts), seats (billing) and usage
 (inference). Who may do what is accounts.workspaces' rule; each view names the permission it needs.
@@ -7,9 +8,11 @@ These pages sit here because they join three apps: people (accounts), seats (bil
 
 from __future__ import annotations
 
+from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -17,7 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts import teams
-from accounts.models import Invitation, Membership, WorkspaceRole
+from accounts.models import Invitation, Membership, Workspace, WorkspaceRole
 from accounts.workspaces import (
     PENDING_INVITATION,
     SESSION_KEY,
@@ -29,6 +32,7 @@ from accounts.workspaces import (
 )
 from billing.selectors import entitlements_for, member_usage_this_period, seats_for
 from core.errors import ApplicationError
+from core.models import AuditAction, AuditEvent
 from saas.flows import member_remove, workspace_close
 
 
@@ -105,7 +109,28 @@ def members(request):
             "roles": [(WorkspaceRole.ADMIN, "Admin"), (WorkspaceRole.MEMBER, "Member")],
             "is_owner": allows(membership, Permission.OWNERSHIP_TRANSFER),
             "can_bill": allows(membership, Permission.BILLING),
+            "can_audit": allows(membership, Permission.AUDIT_READ),
         },
+    )
+
+
+ACTIVITY_PAGE_SIZE = 50
+
+
+@member_required(Permission.AUDIT_READ)
+def activity(request):
+    """The workspace's audit trail, newest first: what its people did, what Inkwell did to it, and
+    every time Inkwell staff read one of its texts. Only this workspace's events, by construction."""
+    events = (
+        AuditEvent.objects.filter(workspace=request.membership.workspace)
+        .select_related("actor")
+        .order_by("-created_at", "-pk")
+    )
+    page = Paginator(events, ACTIVITY_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "saas/activity.html",
+        {"workspace": request.membership.workspace, "page": page, "staff_read": AuditAction.STAFF_READ_TEXTS},
     )
 
 
@@ -219,6 +244,13 @@ def workspace_delete_view(request):
     if request.POST.get("confirm", "").strip() != workspace.name:
         messages.error(request, f"Type the workspace's name, {workspace.name}, to delete it. Nothing was deleted.")
         return redirect("workspace_members")
+    return _workspace_close_confirmed(request, workspace)
+
+
+@reauthentication_required
+def _workspace_close_confirmed(request, workspace: Workspace):
+    """The owner's password is asked again (allauth's re-authentication) once the name typed back
+    is right; after it, allauth runs the same POST again and the workspace goes."""
     try:
         workspace_close(workspace=workspace, actor=request.user)
     except ApplicationError as error:

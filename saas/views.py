@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -25,17 +26,24 @@ def privacy(request):
 def delete_account(request):
     form = DeleteAccountForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        user = request.user
-        try:
-            account_delete(user=user)
-        except ApplicationError as error:
-            # Nothing was deleted: the user stays signed in and can try again.
-            messages.error(request, f"Your account was not deleted. {error.message}")
-            return render(request, "accounts/delete.html", {"form": form}, status=error.status_code)
-        logout(request)
-        messages.success(request, "Your account and its data were deleted, and your subscription was cancelled.")
-        return redirect("home")
+        return _account_delete_confirmed(request, form)
     return render(request, "accounts/delete.html", {"form": form})
+
+
+@reauthentication_required
+def _account_delete_confirmed(request, form: DeleteAccountForm):
+    """The password is asked again (allauth's re-authentication) only once the email typed back is
+    right, so a typo is corrected on this page; after the password allauth runs the same POST again
+    and the account goes."""
+    try:
+        account_delete(user=request.user)
+    except ApplicationError as error:
+        # Nothing was deleted: the user stays signed in and can try again.
+        messages.error(request, f"Your account was not deleted. {error.message}")
+        return render(request, "accounts/delete.html", {"form": form}, status=error.status_code)
+    logout(request)
+    messages.success(request, "Your account and its data were deleted, and your subscription was cancelled.")
+    return redirect("home")
 
 
 API_PREFIXES = ("/api/", "/v1/")

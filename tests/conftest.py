@@ -168,3 +168,13 @@ def staff_user(default_plan):
     from tests.factories import UserFactory
 
     return UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_data_key_cache():
+    """Each test starts with no unwrapped data key in memory: tables flushed or migrated back and
+    forth between tests reuse key ids."""
+    from core import crypto
+
+    crypto.cache_clear()
+    yield

@@ -25,7 +25,7 @@ from core.models import AuditAction, AuditEvent
 from inference import streams
 from inference.services import job_submit
 from tests.billing import stripe_fakes as fake
-from tests.factories import ApiKeyFactory, PlanFactory, SubscriptionFactory, UserFactory
+from tests.factories import PASSWORD, ApiKeyFactory, PlanFactory, SubscriptionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 EMAIL = "pro@example.com"
@@ -39,6 +39,8 @@ def member(client, tiny_model_path):
     BillingCustomer.objects.create(workspace=workspace_personal(user), stripe_customer_id="cus_TestCustomer0001")
     SubscriptionFactory(user=user, plan=pro, stripe_subscription_id="sub_1QfTestPro000001")
     client.force_login(user)
+    # Deleting asks for the password again (allauth's re-authentication): typed a moment ago.
+    assert client.post("/accounts/reauthenticate/", {"password": PASSWORD}).status_code == 302
     return user
 
 
@@ -156,7 +158,7 @@ def test_a_deleted_members_work_in_a_team_stays_in_the_teams_numbers_without_the
 def test_after_deletion_no_row_holds_the_email_and_the_streams_are_gone(client, member):
     job = job_submit(member=membership_personal(member), prompt="Once upon a time", max_new_tokens=10)
     streams.publish_start(job.id, attempt=1)
-    streams.publish_delta(job.id, "Some text")
+    streams.publish_delta(job, "Some text")
     ApiKeyFactory(user=member, name="laptop")
     audit_record(action=AuditAction.LOGIN_FAILED, user=None, email=EMAIL)
     invoice = json.loads(fake.event("invoice.paid", fake.invoice()))

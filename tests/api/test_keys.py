@@ -14,7 +14,7 @@ from accounts.apikeys import api_key_create, looks_valid
 from accounts.models import ApiKey
 from accounts.workspaces import workspace_personal
 from inference.models import GenerationJob
-from tests.factories import ApiKeyFactory, JobFactory
+from tests.factories import PASSWORD, ApiKeyFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,9 @@ def test_the_key_is_shown_once_on_the_keys_page(client, owner):
     job = JobFactory(user=owner)
     client.force_login(owner)
 
-    created = client.post("/account/api/", {"name": "ci", "scope": "write"})
+    asked = client.post("/account/api/", {"name": "ci", "scope": "write"})
+    # allauth asks for the password again, then makes the key from the form as it was sent.
+    created = client.post(asked.url, {"password": PASSWORD})
     raw = created.context["created"]["raw"]
 
     assert raw in created.content.decode()

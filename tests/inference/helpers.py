@@ -6,7 +6,7 @@ import redis
 from django.conf import settings
 
 from inference.models import FINAL_STATUSES, GenerationJob
-from inference.streams import stream_key
+from inference.streams import delta_open, stream_key
 from tests.support import wait_until
 
 
@@ -35,7 +35,8 @@ def stream_events(job) -> list[dict]:
 
 
 def streamed_text(job) -> str:
-    return "".join(e["text"] for e in stream_events(job) if e["event"] == "delta")
+    """The text a job's stream carried, opened (Redis holds it sealed)."""
+    return "".join(delta_open(job, e["text"]) for e in stream_events(job) if e["event"] == "delta")
 
 
 def wait_until_streaming(job, timeout: float = 60) -> None:

@@ -17,7 +17,7 @@ from inference import streams
 from inference.models import GenerationJob, JobStatus
 from inference.outcome import JobOutcome
 from inference.services import job_claim, job_finish, job_submit
-from tests.factories import UserFactory
+from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -188,7 +188,8 @@ def test_deleting_the_account_removes_the_user_and_their_data(signed_in, owner):
 
     wrong = signed_in.post("/account/delete/", {"confirm_email": "nope@example.com"})
     assert "not this account" in wrong.content.decode()
-    signed_in.post("/account/delete/", {"confirm_email": owner.email})
+    asked = signed_in.post("/account/delete/", {"confirm_email": owner.email})
+    signed_in.post(asked.url, {"password": PASSWORD})  # allauth's re-authentication, then the deletion as sent
 
     assert not User.objects.filter(pk=owner.pk).exists()
     assert not GenerationJob.objects.filter(pk=queued.pk).exists()

@@ -11,6 +11,7 @@ from tests.support import BASE_DIR
 PRODUCTION = {
     "INKWELL_ENV": "production",
     "SECRET_KEY": "x" * 64,
+    "INKWELL_ENCRYPTION_KEYS": "k2:" + "B" * 43 + "=,k1:" + "A" * 43 + "=",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/inkwell",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "ALLOWED_HOSTS": "inkwell.example.com",
@@ -44,6 +45,7 @@ def test_production_profile_starts_with_every_required_setting():
     "missing",
     [
         "SECRET_KEY",
+        "INKWELL_ENCRYPTION_KEYS",
         "DATABASE_URL",
         "REDIS_URL",
         "ALLOWED_HOSTS",
@@ -59,6 +61,21 @@ def test_production_profile_refuses_to_start_without_a_required_setting(missing)
 
     assert result.returncode != 0
     assert f"{missing} must be set in the production profile" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ("k1:short", "key 'k1' is not valid base64"),
+        ("k1:" + "A" * 22 + "==", "key 'k1' is 16 bytes; AES-256 needs 32"),
+        ("", "INKWELL_ENCRYPTION_KEYS must be set"),
+    ],
+)
+def test_production_refuses_to_start_with_unusable_master_keys(keys, says):
+    result = _load_settings({**PRODUCTION, "INKWELL_ENCRYPTION_KEYS": keys})
+
+    assert result.returncode != 0
+    assert says in result.stderr
 
 
 def test_an_unknown_profile_is_refused():

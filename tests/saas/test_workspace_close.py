@@ -13,7 +13,7 @@ from core.models import AuditAction, AuditEvent
 from inference.models import GenerationJob
 from inference.services import job_submit
 from saas import flows
-from tests.factories import ApiKeyFactory, PlanFactory, SubscriptionFactory
+from tests.factories import PASSWORD, ApiKeyFactory, PlanFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -35,6 +35,8 @@ def _as_owner(client, owner, workspace):
     session = client.session
     session[SESSION_KEY] = workspace.pk
     session.save()
+    # Deleting asks for the password again (allauth's re-authentication): typed a moment ago.
+    assert client.post("/accounts/reauthenticate/", {"password": PASSWORD}).status_code == 302
 
 
 def test_the_owner_deletes_the_workspace_after_typing_its_name(client, owner, other_user, team):

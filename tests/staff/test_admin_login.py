@@ -59,6 +59,7 @@ def test_staff_two_factor_is_required_by_default_in_production():
     env = {
         "INKWELL_ENV": "production",
         "SECRET_KEY": "x" * 60,
+        "INKWELL_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=",
         "DATABASE_URL": "postgres://u@127.0.0.1/db",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "ALLOWED_HOSTS": "inkwell.example.com",
