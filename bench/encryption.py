@@ -119,7 +119,8 @@ def member_fresh(email: str) -> Membership:
     return membership_personal(user)
 
 
-def setup_members(clock: CodecClock) -> dict[str, Membership]:
+def setup_members(clock: CodecClock) -> dict[str | bool, Membership]:
+    """The member who submits, and the members whose history is sealed (True) or not (False)."""
     call_command("migrate", verbosity=0)
     call_command("seed", verbosity=0)
     if catalog.local_model_missing(next(iter(settings.INFERENCE_MODELS))):  # job_submit counts with its tokenizer
@@ -162,7 +163,7 @@ def page(client: Client, path: str) -> None:
         raise RuntimeError(f"GET {path}: {response.status_code}")
 
 
-def operations(members: dict, prompt: str, done: list) -> dict[str, dict[bool, Callable[[], None]]]:
+def operations(members: dict[str | bool, Membership], prompt: str, done: list) -> dict[str, dict[bool, Callable]]:
     """Each operation measured, with its encryption-on and encryption-off version (the jobs that
     submit + finish makes go to ``done``)."""
     clients, job_paths = {}, {}

@@ -8,7 +8,16 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import MemberQuota, Plan, QuotaPeriod, Subscription, SubscriptionStatus
+from billing import stripe_client
+from billing.models import (
+    BillingCustomer,
+    MemberQuota,
+    Plan,
+    QuotaPeriod,
+    Subscription,
+    SubscriptionStatus,
+    WebhookEvent,
+)
 from core.errors import ApplicationError
 
 
@@ -260,3 +269,42 @@ def subscription_latest(workspace) -> Subscription | None:
 
 def public_plans():
     return Plan.objects.filter(is_active=True, is_public=True).order_by("order", "price_cents")
+
+
+def _isoformat(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else ""
+
+
+def invoices_known(workspace) -> list[dict]:
+    """The workspace's invoices as Inkwell knows them: from the Stripe events it stored (the newest
+    copy of each invoice). The task does not ask Stripe: it may run where Stripe cannot be reached,
+    and the billing portal already lists the PDFs."""
+    customer = BillingCustomer.objects.filter(workspace=workspace).first()
+    if customer is None:
+        return []
+    newest: dict[str, dict] = {}
+    events = WebhookEvent.objects.filter(
+        type__startswith="invoice.", payload__data__object__customer=customer.stripe_customer_id
+    ).order_by("stripe_created_at", "received_at")
+    for event in events:
+        invoice = event.payload["data"]["object"]
+        newest[invoice.get("id", "")] = invoice
+    lines = []
+    for invoice in newest.values():
+        period_start, period_end = stripe_client.invoice_period(invoice)
+        lines.append(
+            {
+                "id": invoice.get("id", ""),
+                "number": invoice.get("number") or "",
+                "status": invoice.get("status") or "",
+                "billing_reason": invoice.get("billing_reason") or "",
+                "currency": invoice.get("currency") or "",
+                "amount_due_cents": invoice.get("amount_due"),
+                "amount_paid_cents": invoice.get("amount_paid"),
+                "period_start": _isoformat(period_start),
+                "period_end": _isoformat(period_end),
+                "paid_at": _isoformat(stripe_client.invoice_paid_at(invoice)),
+                "hosted_invoice_url": invoice.get("hosted_invoice_url") or "",
+            }
+        )
+    return sorted(lines, key=lambda line: line["period_start"])

@@ -180,16 +180,6 @@ def sealed_update_many(model, updates: dict) -> int:
     return model._base_manager.filter(pk__in=list(updates)).update(**columns)
 
 
-def sealed_open(model, name: str, *, pk, workspace_id: int, raw):
-    """A value of ``model.name`` read raw (``values_list``), opened: for scans that must not build
-    model instances (history search)."""
-    field = model._meta.get_field(name)
-    if raw is None:
-        return field.empty_value()
-    aad = crypto.aad_for(model._meta.label_lower, pk, name)
-    return field.decode(crypto.open_sealed(workspace_id, raw, aad))
-
-
 def sealed_reseal(model, name: str, *, pk, workspace_id: int, raw) -> _Ciphertext | None:
     """A raw value of ``model.name`` sealed again under its workspace's current data key."""
     if raw is None:

@@ -41,6 +41,11 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # jobs are submitted through job_submit, which reserves their tokens
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting the row would skip settling its reservation and erase a usage trail: a job is
+        # cancelled (the action), and its texts erased by its owner or the retention policy.
+        return False
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """A job's page shows its prompt and output: each time it is shown, the staff member who
         read them is recorded in the workspace's audit trail."""

@@ -26,7 +26,7 @@ from inference.forms import GenerateForm, chat_messages, parse_history
 from inference.live import StreamSlot, event_stream_response, holding, job_events, release_database, too_many_streams
 from inference.models import GenerationJob, JobSource, JobStatus
 from inference.selectors import (
-    DELETED_ACCOUNT,
+    USAGE_CSV_COLUMNS,
     job_history,
     job_of_async,
     jobs_of,
@@ -35,6 +35,7 @@ from inference.selectors import (
     queue_wait_estimate_seconds,
     usage_by_day,
     usage_by_model,
+    usage_csv_row,
     usage_records,
 )
 from inference.services import MAX_PROMPT_CHARS, job_cancel, job_delete, job_submit
@@ -353,15 +354,7 @@ def usage_export(request):
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="inkwell-usage-{membership.workspace.slug}.csv"'
     writer = csv.writer(response)
-    writer.writerow(
-        ["created_at", "job_id", "member", "model", "status", "prompt_tokens", "completion_tokens", "tokens_charged",
-         "queue_wait_ms", "run_ms"]
-    )  # fmt: skip
+    writer.writerow(USAGE_CSV_COLUMNS)
     for record in usage_records(membership.workspace, user=_usage_scope(membership)).iterator():
-        writer.writerow(
-            [record.created_at.isoformat(), record.job_id or "", record.user.email if record.user else DELETED_ACCOUNT,
-             record.model, record.status,
-             record.prompt_tokens, record.completion_tokens, record.tokens_charged, record.queue_wait_ms,
-             record.run_ms]
-        )  # fmt: skip
+        writer.writerow(usage_csv_row(record))
     return response

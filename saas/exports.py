@@ -51,13 +51,13 @@ from django.utils import timezone
 
 from accounts.models import Membership, User, Workspace, WorkspaceRole
 from accounts.workspaces import NotAllowed, member_required, members_of, memberships_of, workspace_personal
-from billing import stripe_client
-from billing.models import BillingCustomer, UsageRecord, WebhookEvent
+from billing.models import UsageRecord
+from billing.selectors import invoices_known
 from core.audit import audit_record
 from core.errors import ApplicationError, Conflict
 from core.models import AuditAction, AuditEvent
 from inference.models import GenerationJob
-from inference.selectors import DELETED_ACCOUNT, jobs_of, usage_records
+from inference.selectors import DELETED_ACCOUNT, USAGE_CSV_COLUMNS, jobs_of, usage_csv_row, usage_records
 from saas.celery import MAINTENANCE_QUEUE
 from saas.models import ACTIVE_STATUSES, DataExport, ExportScope, ExportStatus
 
@@ -273,7 +273,7 @@ def _workspace_contents(export: DataExport) -> _Contents:
         profile=profile,
         jobs=[jobs],
         usage=[usage_records(workspace)],
-        invoices=_invoices(workspace),
+        invoices=invoices_known(workspace),
         audit=AuditEvent.objects.filter(workspace=workspace),
     )
 
@@ -310,44 +310,9 @@ def _user_contents(export: DataExport) -> _Contents:
         profile=profile,
         jobs=[jobs_of(m) for m in memberships],
         usage=[usage_records(m.workspace, user=user) for m in memberships],
-        invoices=_invoices(export.workspace),
+        invoices=invoices_known(export.workspace),
         audit=AuditEvent.objects.filter(Q(user=user) | Q(actor=user)),
     )
-
-
-def _invoices(workspace: Workspace) -> list[dict]:
-    """The workspace's invoices as Inkwell knows them: from the Stripe events it stored (the newest
-    copy of each invoice). The task does not ask Stripe: it may run where Stripe cannot be reached,
-    and the billing portal already lists the PDFs."""
-    customer = BillingCustomer.objects.filter(workspace=workspace).first()
-    if customer is None:
-        return []
-    newest: dict[str, dict] = {}
-    events = WebhookEvent.objects.filter(
-        type__startswith="invoice.", payload__data__object__customer=customer.stripe_customer_id
-    ).order_by("stripe_created_at", "received_at")
-    for event in events:
-        invoice = event.payload["data"]["object"]
-        newest[invoice.get("id", "")] = invoice
-    lines = []
-    for invoice in newest.values():
-        period_start, period_end = stripe_client.invoice_period(invoice)
-        lines.append(
-            {
-                "id": invoice.get("id", ""),
-                "number": invoice.get("number") or "",
-                "status": invoice.get("status") or "",
-                "billing_reason": invoice.get("billing_reason") or "",
-                "currency": invoice.get("currency") or "",
-                "amount_due_cents": invoice.get("amount_due"),
-                "amount_paid_cents": invoice.get("amount_paid"),
-                "period_start": _iso(period_start),
-                "period_end": _iso(period_end),
-                "paid_at": _iso(stripe_client.invoice_paid_at(invoice)),
-                "hosted_invoice_url": invoice.get("hosted_invoice_url") or "",
-            }
-        )
-    return sorted(lines, key=lambda line: line["period_start"])
 
 
 def _iso(moment: datetime | None) -> str:
@@ -384,20 +349,6 @@ def _job_line(job: GenerationJob) -> dict:
         "finished_at": job.finished_at,
         "texts_erased_at": job.texts_erased_at,
     }
-
-
-USAGE_COLUMNS = [
-    "created_at", "job_id", "member", "model", "status", "prompt_tokens", "completion_tokens", "tokens_charged",
-    "queue_wait_ms", "run_ms",
-]  # fmt: skip
-
-
-def _usage_line(record: UsageRecord) -> list:
-    return [
-        record.created_at.isoformat(), record.job_id or "", record.user.email if record.user else DELETED_ACCOUNT,
-        record.model, record.status, record.prompt_tokens, record.completion_tokens, record.tokens_charged,
-        record.queue_wait_ms, record.run_ms,
-    ]  # fmt: skip
 
 
 AUDIT_COLUMNS = ["created_at", "action", "email", "actor", "workspace", "ip", "user_agent", "detail"]
@@ -486,7 +437,7 @@ def _archive_build(export: DataExport, claim: datetime) -> bytes:
     archive.text("profile.json", json.dumps(contents.profile, cls=DjangoJSONEncoder, ensure_ascii=False, indent=2))
     jobs = [q.select_related("user", "workspace").order_by("created_at", "pk") for q in contents.jobs]
     archive.lines("jobs.jsonl", archive.batched(jobs, lambda job: _json(_job_line(job)) + "\n"))
-    archive.csv("usage.csv", USAGE_COLUMNS, archive.batched(contents.usage, _usage_line))
+    archive.csv("usage.csv", USAGE_CSV_COLUMNS, archive.batched(contents.usage, usage_csv_row))
     archive.csv("invoices.csv", INVOICE_COLUMNS, ([line[c] for c in INVOICE_COLUMNS] for line in contents.invoices))
     audit = contents.audit.select_related("actor", "workspace").order_by("created_at", "pk")
     archive.csv("audit_events.csv", AUDIT_COLUMNS, archive.batched([audit], _audit_line))

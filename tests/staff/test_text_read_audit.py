@@ -103,3 +103,12 @@ def test_the_read_is_listed_in_the_staff_audit_log_and_on_the_owners_activity_pa
     assert "Staff read a customer&#x27;s texts" in log and staff.email in log
     assert workspace_personal(owner).name in log
     assert "Staff read a customer&#x27;s texts" in activity and str(job.pk) in activity
+
+
+def test_staff_cannot_delete_a_job_row_which_would_skip_settling_its_reservation(client, staff, job):
+    page = client.get(f"/admin/inference/generationjob/{job.pk}/delete/")
+    listing = client.get("/admin/inference/generationjob/")
+
+    assert page.status_code == 403
+    assert listing.status_code == 200 and "delete_selected" not in listing.content.decode()
+    assert type(job).objects.filter(pk=job.pk).exists()
