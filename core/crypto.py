@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.db import transaction
 from django.dispatch import receiver
 
 VERSION = b"\x01"
@@ -133,11 +134,15 @@ class _DataKeyCache:
         self.lock = threading.Lock()
         self.by_id: OrderedDict[int, tuple[int, AESGCM]] = OrderedDict()
         self.current: dict[int, tuple[float, int]] = {}
+        # Keys created inside a transaction not yet committed: never cached, since a rollback would
+        # leave the cache naming a key that does not exist (and values sealed with it lost).
+        self.pending: set[int] = set()
 
     def clear(self) -> None:
         with self.lock:
             self.by_id.clear()
             self.current.clear()
+            self.pending.clear()
 
 
 _cache = _DataKeyCache()
@@ -182,6 +187,11 @@ def data_key_create(workspace_id: int):
     row = DataKey.objects.create(workspace_id=workspace_id, master_key_id=master.id, wrapped=b"")
     row.wrapped = wrap(master, workspace_id, row.id, secret)
     row.save(update_fields=["wrapped"])
+    if transaction.get_connection().in_atomic_block:
+        with _cache.lock:
+            _cache.pending.add(row.id)
+        transaction.on_commit(lambda: _cache.pending.discard(row.id))
+        return row
     _remember(row.id, workspace_id, AESGCM(secret))
     with _cache.lock:
         _cache.current[workspace_id] = (time.monotonic(), row.id)
@@ -205,8 +215,9 @@ def data_key_current_id(workspace_id: int) -> int:
     if key_id is None:
         # Two first uses at once make two keys: harmless, each value names the key that sealed it.
         return data_key_create(workspace_id).id
-    with _cache.lock:
-        _cache.current[workspace_id] = (now, key_id)
+    if key_id not in _cache.pending:
+        with _cache.lock:
+            _cache.current[workspace_id] = (now, key_id)
     return key_id
 
 
@@ -226,7 +237,8 @@ def data_key_load(data_key_id: int) -> tuple[int, AESGCM]:
         raise Undecryptable(f"data key {data_key_id} no longer exists (its workspace was deleted)")
     secret = unwrap(keyring().get(row.master_key_id), row.workspace_id, row.id, bytes(row.wrapped))
     cached = (row.workspace_id, AESGCM(secret))
-    _remember(data_key_id, *cached)
+    if data_key_id not in _cache.pending:
+        _remember(data_key_id, *cached)
     return cached
 
 

@@ -209,3 +209,20 @@ def test_deleting_the_workspace_shreds_its_texts_wherever_copies_remain(django_c
     for field, sealed in zip(("prompt", "output_text"), backup[1:], strict=True):
         with pytest.raises(crypto.Undecryptable, match="no longer exists"):
             crypto.open_sealed(workspace_id, sealed, crypto.aad_for("inference.generationjob", backup[0], field))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_data_key_made_in_a_transaction_that_rolls_back_is_not_remembered():
+    """A first job whose transaction fails (an idempotency race, a refused reservation) must not
+    leave this process sealing later texts with a key that was never committed."""
+    user = UserFactory()
+    workspace = workspace_personal(user)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        crypto.data_key_current_id(workspace.pk)
+        raise RuntimeError("the submit failed after the key was made")
+
+    job = JobFactory(user=user, prompt="kept")
+    crypto.cache_clear()  # another process, or this one restarted, reads it
+
+    assert _texts(job)[0] == "kept"
+    assert DataKey.objects.filter(workspace=workspace).count() == 1
