@@ -218,6 +218,9 @@ def start_manager(model: torch.nn.Module, max_batch: int, longest_request: int):
 def run_transformers(
     model: torch.nn.Module, jobs: list[Job], rate: float, max_batch: int, longest_request: int
 ) -> list[Served]:
+    # The engine switches the model to its chunked attention (inference/engine/attention.py), which
+    # transformers' manager refuses; it runs on SDPA, the implementation the model was loaded with.
+    model.set_attn_implementation("sdpa")
     manager = start_manager(model, max_batch, longest_request)
     try:
         manager.add_request(jobs[0].prompt_ids, request_id="warm", max_new_tokens=2, eos_token_id=-1)
@@ -285,30 +288,33 @@ def goodput(rates: list[float], runs: list[RunStats]) -> float | None:
 
 def print_row(rate: float, system: str, offered: float, run: RunStats, same: str) -> None:
     print(
-        f"{rate:>6.2f}  {system:<13}{run.tokens_per_s:>8.1f}{offered:>9.1f}"
+        f"{rate:>6.2f}  {system:<19}{run.tokens_per_s:>8.1f}{offered:>9.1f}"
         f"{statistics.median(run.ttft):>9.2f}s{run.ttft_p95:>8.2f}s"
         f"{statistics.median(run.tpot) * 1000:>9.1f}ms{pct(run.tpot, 0.95) * 1000:>8.1f}ms{same:>9}"
     )
 
 
-def print_ratios(rates: list[float], engine: list[RunStats], peer: list[RunStats], offered: float) -> None:
-    top_engine, top_peer = engine[-1], peer[-1]
+def print_ratios(
+    rates: list[float], engine: str, engine_runs: list[RunStats], peer: str, peer_runs: list[RunStats], offered: float
+) -> None:
+    """Saturation throughput and goodput of one engine variant against transformers."""
+    top_engine, top_peer = engine_runs[-1], peer_runs[-1]
     print(
-        f"\nengine ÷ transformers continuous batching: {top_engine.tokens_per_s / top_peer.tokens_per_s:.2f}x"
+        f"\n{engine} ÷ {peer} continuous batching: {top_engine.tokens_per_s / top_peer.tokens_per_s:.2f}x"
         f"  (output tokens/s at {rates[-1]:g} requests/s)"
     )
-    for system, run in (("engine", top_engine), ("transformers", top_peer)):
+    for system, run in ((engine, top_engine), (peer, top_peer)):
         if run.tokens_per_s >= 0.9 * offered:
             print(f"  note: {system} kept up with {rates[-1]:g} requests/s: that rate does not saturate it")
-    best_engine, best_peer = goodput(rates, engine), goodput(rates, peer)
-    label = f"goodput (highest rate with TTFT p95 <= {TTFT_GOAL_S:g} s): engine {best_engine or 'none'}, "
-    label += f"transformers {best_peer or 'none'} requests/s"
+    best_engine, best_peer = goodput(rates, engine_runs), goodput(rates, peer_runs)
+    label = f"goodput (highest rate with TTFT p95 <= {TTFT_GOAL_S:g} s): {engine} {best_engine or 'none'}, "
+    label += f"{peer} {best_peer or 'none'} requests/s"
     if best_engine and best_peer:
         print(f"{label}: {best_engine / best_peer:.2f}x")
     elif best_engine:
-        print(f"{label}: more than {best_engine / rates[0]:.2f}x (transformers keeps none of the rates tried)")
+        print(f"{label}: more than {best_engine / rates[0]:.2f}x ({peer} keeps none of the rates tried)")
     else:
-        print(f"{label}: no ratio (the engine keeps none of the rates tried; try lower --rates)")
+        print(f"{label}: no ratio ({engine} keeps none of the rates tried; try lower --rates)")
 
 
 # --- the decode-step split -----------------------------------------------------------------------
@@ -393,7 +399,7 @@ def print_peak_memory(loaded: LoadedModel, rate: float, system: str) -> None:
     """On a GPU, the run's peak allocation (model weights included); on a CPU, nothing."""
     if loaded.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(loaded.device) / 2**30
-        print(f"{'':>6}  {system:<13}peak GPU memory allocated at {rate:g} req/s: {peak:.2f} GiB")
+        print(f"{'':>6}  {system:<19}peak GPU memory allocated at {rate:g} req/s: {peak:.2f} GiB")
 
 
 def parse_args() -> argparse.Namespace:
@@ -401,6 +407,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter requests, fewer of them, higher rates")
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--engine-dtypes",
+        default="",
+        help="more engine runs at each rate on these precisions (comma-separated INFERENCE_DTYPE options, e.g. "
+        "bfloat16,int8), each compared with transformers on --dtype",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--rates", help="requests per second, comma-separated, lowest first; the last saturates")
     parser.add_argument("--requests", type=int, help="requests per run")
@@ -440,26 +452,35 @@ def main() -> None:
         f"end-of-sequence ignored; Poisson arrivals; both systems measured side by side in this one run\n"
     )
     print(
-        f"{'req/s':>6}  {'system':<13}{'tok/s':>8}{'offered':>9}{'TTFT p50':>10}{'p95':>9}"
+        f"{'req/s':>6}  {'system':<19}{'tok/s':>8}{'offered':>9}{'TTFT p50':>10}{'p95':>9}"
         f"{'TPOT p50':>11}{'p95':>10}{'= engine':>9}"
     )
-    engine_runs, peer_runs = [], []
+    # The engine on --dtype and on each --engine-dtypes option; transformers on --dtype only.
+    engines = {"engine": loaded}
+    for option in filter(None, args.engine_dtypes.split(",")):
+        engines[f"engine {option}"] = load_model(ModelSpec("bench", args.model, dtype=option, device=args.device))
+    peer = "transformers"
+    runs: dict[str, list[RunStats]] = {name: [] for name in [*engines, peer]}
     with torch.inference_mode():
         for rate in workload.rates:
             offered = rate * mean_output
-            reset_peak_memory(loaded)
-            engine_served = run_engine(loaded, jobs, rate, args.max_batch)
-            print_peak_memory(loaded, rate, "engine")
-            check_served("engine", jobs, engine_served)
-            engine_runs.append(stats(engine_served))
-            print_row(rate, "engine", offered, engine_runs[-1], "")
+            reference = None
+            for name, model in engines.items():
+                reset_peak_memory(model)
+                served = run_engine(model, jobs, rate, args.max_batch)
+                print_peak_memory(model, rate, name)
+                check_served(name, jobs, served)
+                runs[name].append(stats(served))
+                reference = reference or served
+                print_row(rate, name, offered, runs[name][-1], "")
             reset_peak_memory(loaded)
             peer_served = run_transformers(loaded.model, jobs, rate, args.max_batch, longest)
-            print_peak_memory(loaded, rate, "transformers")
-            check_served("transformers", jobs, peer_served)
-            peer_runs.append(stats(peer_served))
-            print_row(rate, "transformers", offered, peer_runs[-1], f"{agreement(peer_served, engine_served):.0%}")
-        print_ratios(list(workload.rates), engine_runs, peer_runs, workload.rates[-1] * mean_output)
+            print_peak_memory(loaded, rate, peer)
+            check_served(peer, jobs, peer_served)
+            runs[peer].append(stats(peer_served))
+            print_row(rate, peer, offered, runs[peer][-1], f"{agreement(peer_served, reference):.0%}")
+        for name in engines:
+            print_ratios(list(workload.rates), name, runs[name], f"{peer} {args.dtype}", runs[peer], offered)
         if not args.skip_split:
             print_split(loaded, jobs)
 
