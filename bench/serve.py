@@ -1,7 +1,8 @@
 """Serving benchmark: Inkwell's engine vs transformers' continuous batching under a Poisson load.
 
-Usage:  .venv/bin/python bench/serve.py [--quick] [--rates 0.2,0.4,1] [--requests 48] [--dtype float32]
-                                        [--max-batch 32] [--threads N] [--model PATH] [--device cpu]
+Usage:  .venv/bin/python bench/serve.py [--quick] [--rates 0.25,0.5,2] [--requests 48] [--dtype float32]
+                                        [--engine-dtypes bfloat16,int8] [--max-batch 32] [--threads N]
+                                        [--model PATH] [--device cpu]
 
 One model (by default the GPT-2-size model of bench/engine.py: 124M parameters, random weights,
 built locally), one set of requests (mixed prompt and output lengths drawn with a fixed seed,
@@ -12,6 +13,8 @@ one after the other for each rate:
   engine        inkwell's ``Engine``: each request is submitted at its arrival time
   transformers  ``model.init_continuous_batching()`` (``ContinuousBatchingManager``): each request
                 is added at its arrival time; a collector thread reads results as they finish
+--engine-dtypes adds engine runs at each rate on other precisions (each its own copy of the model,
+loaded with that INFERENCE_DTYPE option), each compared with transformers on --dtype.
 Both hold at most ``--max-batch`` requests in a step and prefill at most 1,024 prompt tokens a
 step (transformers: ``max_batch_tokens`` = 1,024 + the batch's decode tokens); neither streams
 text to a listener. Each system warms up (one short request) before its timed run.
@@ -33,10 +36,13 @@ the time from one decoding forward's start to the next one's; the forward is its
 the rest is the engine's own work around it (scheduling, cache bookkeeping, masks, sampling,
 detokenisation, the loop itself).
 
---quick: prompts 8-128, outputs 16-64, 24 requests at 0.5, 1 and 4 requests/s (about 5 minutes on
-2 busy cores with --threads 1). The default (prompts 8-512, outputs 16-512, 48 requests at 0.2, 0.4
-and 1 request/s) takes far longer: see README "Measured". On a CPU shared with other busy
-processes, --threads 1 is faster than 2: torch's threads wait for each other at every operation.
+--quick: prompts 8-128, outputs 16-64, 24 requests at 0.5, 1 and 4 requests/s (about 3 minutes on
+2 quiet cores). The default (prompts 8-512, outputs 16-512, 48 requests at 0.25, 0.5 and 2
+requests/s) took about 22 minutes with --engine-dtypes bfloat16 on 2 quiet cores: see README
+"Measured". The saturation ratio counts the drain after the last arrival, when the batch shrinks;
+the fewer the requests, the larger that share, so compare runs of the same --requests. On a CPU
+shared with other busy processes, --threads 1 is faster than 2: torch's threads wait for each
+other at every operation.
 
 --device cuda (bench/gpu_check.sh): the same runs on a GPU; after each system's run it also prints
 the peak GPU memory allocated (torch.cuda.max_memory_allocated, reset before each run).
@@ -93,7 +99,7 @@ class Workload:
     rates: tuple[float, ...]  # requests per second, lowest first; the last one saturates
 
 
-FULL = Workload(prompt_tokens=(8, 512), output_tokens=(16, 512), requests=48, rates=(0.2, 0.4, 1.0))
+FULL = Workload(prompt_tokens=(8, 512), output_tokens=(16, 512), requests=48, rates=(0.25, 0.5, 2.0))
 QUICK = Workload(prompt_tokens=(8, 128), output_tokens=(16, 64), requests=24, rates=(0.5, 1.0, 4.0))
 
 
@@ -218,9 +224,6 @@ def start_manager(model: torch.nn.Module, max_batch: int, longest_request: int):
 def run_transformers(
     model: torch.nn.Module, jobs: list[Job], rate: float, max_batch: int, longest_request: int
 ) -> list[Served]:
-    # The engine switches the model to its chunked attention (inference/engine/attention.py), which
-    # transformers' manager refuses; it runs on SDPA, the implementation the model was loaded with.
-    model.set_attn_implementation("sdpa")
     manager = start_manager(model, max_batch, longest_request)
     try:
         manager.add_request(jobs[0].prompt_ids, request_id="warm", max_new_tokens=2, eos_token_id=-1)

@@ -107,20 +107,6 @@ class _SlotLayer(CacheLayerMixin):
                 self.keys[:rows, :, src_start:dst_start] = 0
                 self.values[:rows, :, src_start:dst_start] = 0
 
-    def permute_rows(self, index: torch.Tensor, start: int, end: int, spare: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """Rows ``0..len(index)-1`` take the columns ``start..end`` of rows ``index``, through the
-        spare buffers (allocated beforehand: nothing here allocates, so nothing fails halfway)."""
-        if self.is_initialized:
-            rows = len(index)
-            for buffer, spare_buffer in zip((self.keys, self.values), spare, strict=True):
-                torch.index_select(buffer[:rows, :, start:end], 0, index, out=spare_buffer)
-                buffer[:rows, :, start:end] = spare_buffer
-
-    def spare(self, rows: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if not self.is_initialized:
-            return None
-        return torch.empty_like(self.keys[:rows, :, start:end]), torch.empty_like(self.values[:rows, :, start:end])
-
     def grown(self, capacity: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """This layer's keys and values copied into buffers of ``capacity`` columns (not yet used)."""
         if not self.is_initialized:
@@ -159,18 +145,6 @@ class BatchKVCache(Cache):
     def shift_columns(self, rows: int, src_start: int, src_end: int, dst_start: int) -> None:
         for layer in self.layers:
             layer.shift_columns(rows, src_start, src_end, dst_start)
-
-    def permute_rows(self, order: list[int], start: int, end: int) -> None:
-        """Reorder the first ``len(order)`` rows: row ``i`` becomes what row ``order[i]`` was, for
-        columns ``start..end`` (the columns left of ``start`` must be zeros in every one of these
-        rows, as padding is). Every layer or none: the buffers it copies through are allocated
-        before any row moves (they share a shape across layers, so one pair serves all)."""
-        spare = next((s for s in (layer.spare(len(order), start, end) for layer in self.layers) if s), None)
-        if spare is None:
-            return
-        index = torch.tensor(order, dtype=torch.long, device=spare[0].device)
-        for layer in self.layers:
-            layer.permute_rows(index, start, end, spare)
 
     def grow(self, capacity: int) -> None:
         # Allocate every layer's new buffers before swapping any: an out-of-memory error halfway

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from inference.engine.attention import chunk_plan, columns_read, use_chunked_attention
 from inference.engine.cache import BatchKVCache
 from inference.engine.loading import LoadedModel
 from inference.engine.sampling import RowSampler, choose_tokens
@@ -47,10 +46,6 @@ from inference.engine.text import TextAssembler
 from inference.engine.types import EngineError, FinishReason, GenerationRequest, GenerationResult
 
 logger = logging.getLogger(__name__)
-
-# Rows are re-sorted by length when the columns that sorting saves a decoding step, over this many
-# steps, outweigh the copy (every used key and value read and written once).
-SORT_PAYBACK_STEPS = 16
 
 # The ``error`` of a request that ended with FinishReason.ERROR; its user reads it.
 ERROR_INVALID_NUMBERS = "the model produced invalid numbers (NaN/inf) for this request"
@@ -110,10 +105,6 @@ class Engine:
         self._running = False
         self._failure: str | None = None
         self._thread: threading.Thread | None = None
-        # Decoding attention cut into groups of rows, each read from its own first column
-        # (attention.py); models on eager or flash attention keep theirs and decode in one call.
-        self._chunked = use_chunked_attention(self.model)
-        self.rows_sorted = 0  # times the rows were re-sorted by length: a count for tests
         self._mask_min = torch.finfo(self.model.dtype if self.model.dtype.is_floating_point else torch.float32).min
 
     # --- public API ---------------------------------------------------------------------------
@@ -421,8 +412,6 @@ class Engine:
         Each retry writes that same column at every layer before it reads it, and no length or
         column count moves until every part has run, so nothing stale is read."""
         self._ensure_capacity()
-        if self._chunked:
-            self._sort_rows_if_worth_it()
         errors_before = self.out_of_memory_errors
         pieces: list[torch.Tensor] = []
         errors: list[str] = []
@@ -516,7 +505,6 @@ class Engine:
         """One decoding step for rows ``row_start..row_end``; writes column ``self._columns``."""
         rows = self._rows[row_start:row_end]
         read_start = min(r.start_column for r in rows)
-        plan = chunk_plan([r.start_column for r in rows]) if self._chunked else []
         input_ids = torch.tensor([[r.last_token] for r in rows], dtype=torch.long, device=self.device)
         position_ids = torch.tensor([[r.length] for r in rows], dtype=torch.long, device=self.device)
         starts = torch.tensor([r.start_column for r in rows], dtype=torch.long)
@@ -532,7 +520,6 @@ class Engine:
             position_ids=position_ids,
             cache=self._cache,
             use_cache=True,
-            **({"inkwell_chunks": plan} if plan else {}),
         ).logits[:, -1, :]
 
     def _accept(self, rows: list[_Row], logits: torch.Tensor, first_slot: int, errors: list[str] | None = None) -> None:
@@ -579,29 +566,6 @@ class Engine:
             self._finish(row, reason, error)
 
     # --- rows and columns -----------------------------------------------------------------------
-
-    def _sort_rows_if_worth_it(self) -> None:
-        """Re-sort the rows by length when the attention reads it saves pay for the copy.
-
-        New rows join at the bottom and are mostly the shortest, so the order decays only as rows
-        finish (the last row takes a finished row's place); a sort then puts long rows with long
-        rows, and each group of the chunked attention reads from a later column."""
-        starts = [r.start_column for r in self._rows]
-        ordered = sorted(starts)
-        end = self._columns + 1
-        saved = columns_read(starts, end, chunk_plan(starts)) - columns_read(ordered, end, chunk_plan(ordered))
-        if saved * SORT_PAYBACK_STEPS <= 2 * len(starts) * (end - ordered[0]):
-            return
-        order = sorted(range(len(starts)), key=starts.__getitem__)
-        try:
-            seen = self._seen[order]  # allocated before anything moves
-            self._cache.permute_rows(order, ordered[0], self._columns)
-        except torch.OutOfMemoryError as exc:  # sorting is only an optimisation: decode unsorted
-            _release_memory_after(exc)
-            return
-        self._seen[: len(order)] = seen
-        self._rows = [self._rows[i] for i in order]
-        self.rows_sorted += 1
 
     def _finish(self, row: _Row, reason: FinishReason, error: str = "") -> None:
         self._conclude(row, reason, error)
