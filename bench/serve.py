@@ -440,6 +440,10 @@ def main() -> None:
         build_demo_model(args.model, size="gpt2")
     torch.manual_seed(0)
     loaded = load_model(ModelSpec("bench", args.model, dtype=args.dtype, device=args.device))
+    # The engine on --dtype and on each --engine-dtypes option; transformers on --dtype only.
+    engines = {"engine": loaded}
+    for option in filter(None, args.engine_dtypes.split(",")):
+        engines[f"engine {option}"] = load_model(ModelSpec("bench", args.model, dtype=option, device=args.device))
     jobs = make_jobs(loaded.tokenizer, workload)
     longest = max(len(j.prompt_ids) + j.max_new_tokens for j in jobs)
     mean_output = statistics.mean(j.max_new_tokens for j in jobs)
@@ -458,10 +462,6 @@ def main() -> None:
         f"{'req/s':>6}  {'system':<19}{'tok/s':>8}{'offered':>9}{'TTFT p50':>10}{'p95':>9}"
         f"{'TPOT p50':>11}{'p95':>10}{'= engine':>9}"
     )
-    # The engine on --dtype and on each --engine-dtypes option; transformers on --dtype only.
-    engines = {"engine": loaded}
-    for option in filter(None, args.engine_dtypes.split(",")):
-        engines[f"engine {option}"] = load_model(ModelSpec("bench", args.model, dtype=option, device=args.device))
     peer = "transformers"
     runs: dict[str, list[RunStats]] = {name: [] for name in [*engines, peer]}
     with torch.inference_mode():
