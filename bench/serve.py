@@ -38,7 +38,7 @@ detokenisation, the loop itself).
 
 --quick: prompts 8-128, outputs 16-64, 24 requests at 0.5, 1 and 4 requests/s (about 3 minutes on
 2 quiet cores). The default (prompts 8-512, outputs 16-512, 48 requests at 0.25, 0.5 and 2
-requests/s) took about 22 minutes with --engine-dtypes bfloat16 on 2 quiet cores: see README
+requests/s) took about 24 minutes with --engine-dtypes bfloat16 on 2 quiet cores: see README
 "Measured". The saturation ratio counts the drain after the last arrival, when the batch shrinks;
 the fewer the requests, the larger that share, so compare runs of the same --requests. On a CPU
 shared with other busy processes, --threads 1 is faster than 2: torch's threads wait for each
