@@ -482,8 +482,9 @@ def main() -> None:
             check_served(peer, jobs, peer_served)
             runs[peer].append(stats(peer_served))
             print_row(rate, peer, offered, runs[peer][-1], f"{agreement(peer_served, reference):.0%}")
+        saturating = workload.rates[-1] * mean_output
         for name in engines:
-            print_ratios(list(workload.rates), name, runs[name], f"{peer} {args.dtype}", runs[peer], offered)
+            print_ratios(list(workload.rates), name, runs[name], f"{peer} {args.dtype}", runs[peer], saturating)
         if not args.skip_split:
             print_split(loaded, jobs)
 
